@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test unit integration lint typecheck demo demo-teacher clean
+.PHONY: venv venv-trl test unit integration lint typecheck demo demo-teacher bench-methods clean
 
 # torch first (the local CPU wheel), then everything else under the torch constraint so
 # that no dependency can pull a CUDA build of torch.
@@ -44,5 +44,23 @@ demo: $(STAMP)
 demo-teacher: $(STAMP)
 	$(BIN)/online-distill demo-teacher
 
+# TRL's GKDTrainer, the peer of bench/methods.py and bench/loss_micro.py, in its own venv:
+# it pulls accelerate and datasets, which the daemon does not need. Same torch rule as .venv.
+TRL_VENV := .venv-trl
+TRL_STAMP := $(TRL_VENV)/.installed-stamp
+$(TRL_STAMP): pyproject.toml constraints.txt
+	test -x $(TRL_VENV)/bin/python || $(PYTHON) -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(TRL_VENV)/bin/python -m pip install --quiet -c constraints.txt trl==1.16.0 -e .
+	$(TRL_VENV)/bin/python -c "import torch; assert torch.__version__.endswith('+cpu'), torch.__version__"
+	touch $(TRL_STAMP)
+
+venv-trl: $(TRL_STAMP)
+
+# The method table of bench/RESULTS.md, with TRL's GKDTrainer as the peer row.
+bench-methods: $(STAMP) $(TRL_STAMP)
+	$(BIN)/python bench/methods.py --trl $(TRL_VENV)/bin/python
+	$(TRL_VENV)/bin/python bench/loss_micro.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) $(TRL_VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -1,0 +1,71 @@
+"""The small protocols every teacher backend follows (local HF, vLLM, OpenAI-compatible).
+
+A backend works on token ids of the shared tokenizer: the labels topic carries ids, and the
+learner aligns the teacher's per-token distributions with the student's positions by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from online_distill.messages import PseudoTarget
+
+
+@dataclass(frozen=True, slots=True)
+class TokenScores:
+    """The teacher's distribution at each token of one continuation (L tokens, top-k).
+
+    topk_ids (L, k) int64, topk_logprobs (L, k) float32, tail_logmass (L,) float32,
+    token_logprobs (L,) float32: the teacher log-probability of the continuation's own token.
+    """
+
+    topk_ids: npt.NDArray[np.int64]
+    topk_logprobs: npt.NDArray[np.float32]
+    tail_logmass: npt.NDArray[np.float32]
+    token_logprobs: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRequest:
+    """How to label: n sampled (or beam) PTs, optionally one greedy PT besides them."""
+
+    n: int = 4
+    decoding: str = "sample"
+    include_greedy: bool = True
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k_logprobs: int = 20
+    max_new_tokens: int = 16
+    seed: int | None = None
+
+
+@runtime_checkable
+class TeacherScorer(Protocol):
+    """Teacher distributions on given sequences (GKD on-policy steps, Joint-Teaching)."""
+
+    def score(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        continuation_ids: Sequence[Sequence[int]],
+        top_k: int,
+    ) -> list[TokenScores]:
+        """One :class:`TokenScores` per (prompt, continuation) pair, L = len(continuation)."""
+        ...
+
+
+@runtime_checkable
+class TeacherBackend(TeacherScorer, Protocol):
+    """A scorer that can also label prompts with pseudo-targets."""
+
+    teacher_id: str
+
+    def label(
+        self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest
+    ) -> list[list[PseudoTarget]]:
+        """For each prompt, its pseudo-targets (greedy first when requested)."""
+        ...
