@@ -131,12 +131,16 @@ def run_trl(python: str, pool: list[LabeledExample], args) -> dict:  # type: ign
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "pool.jsonl"
         with data.open("w") as f:
+            # The same 4 sampled PTs per prompt as our GKD row, one TRL row each; a TRL batch
+            # of 4 x batch rows holds the same tokens as one of our steps.
             for ex in pool:
-                greedy = next(pt for pt in ex.pseudo_targets if pt.decoding == "greedy")
-                f.write(json.dumps({"prompt": ex.prompt_text, "completion": greedy.text}) + "\n")
+                for pt in ex.pseudo_targets:
+                    if pt.decoding == "sample":
+                        row = {"prompt": ex.prompt_text, "completion": pt.text}
+                        f.write(json.dumps(row) + "\n")
         out = Path(tmp) / "student"
         cmd = [python, str(HERE / "trl_gkd.py"), "--data", str(data), "--out", str(out),
-               "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr),
+               "--steps", str(args.steps), "--batch", str(4 * args.batch), "--lr", str(args.lr),
                "--seed", str(args.seed), "--lmbda", "0.5", "--beta", "0.5"]
         print("  [TRL] " + " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
