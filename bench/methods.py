@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from online_distill.config import LearnerConfig
 from online_distill.learner import Learner
-from online_distill.messages import LabeledExample, decode, encode
+from online_distill.messages import LabeledExample, encode
 from online_distill.tasks.evaluate import exact_match_by_kind
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
 from online_distill.tasks.probes import probe_set
@@ -108,7 +108,7 @@ def evaluate(model_dir_or_model, tokenizer) -> tuple[float, float]:  # type: ign
 
 def run_method(m: Method, pool: list[LabeledExample], teacher: HFTeacher, args) -> dict:  # type: ignore[no-untyped-def]
     student = AutoModelForCausalLM.from_pretrained(str(DEMO_STUDENT_DIR))
-    cfg = LearnerConfig(lr=args.lr, warmup_steps=50, lr_schedule="cosine",
+    cfg = LearnerConfig(lr=args.lr, warmup_steps=min(50, args.steps // 2), lr_schedule="cosine",
                         lr_decay_steps=args.steps, min_lr_ratio=0.1, device="cpu",
                         batch_size=args.batch, seed=args.seed, **m.cfg)  # type: ignore[arg-type]
     scorer = CountingScorer(teacher)
@@ -127,7 +127,8 @@ def run_method(m: Method, pool: list[LabeledExample], teacher: HFTeacher, args) 
             "tokens_per_s": tokens / seconds, "teacher_scored": scorer.sequences}
 
 
-def run_trl(python: str, pool: list[LabeledExample], args) -> dict:  # type: ignore[no-untyped-def]
+def run_trl(python: str, pool: list[LabeledExample], args, lmbda: float = 0.5,  # type: ignore[no-untyped-def]
+            steps: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "pool.jsonl"
         with data.open("w") as f:
@@ -140,18 +141,34 @@ def run_trl(python: str, pool: list[LabeledExample], args) -> dict:  # type: ign
                         f.write(json.dumps(row) + "\n")
         out = Path(tmp) / "student"
         cmd = [python, str(HERE / "trl_gkd.py"), "--data", str(data), "--out", str(out),
-               "--steps", str(args.steps), "--batch", str(4 * args.batch), "--lr", str(args.lr),
-               "--seed", str(args.seed), "--lmbda", "0.5", "--beta", "0.5"]
+               "--teacher", str(args.teacher), "--threads", str(args.threads),
+               "--steps", str(steps or args.steps), "--batch", str(4 * args.batch),
+               "--lr", str(args.lr), "--seed", str(args.seed), "--lmbda", str(lmbda),
+               "--beta", "0.5"]
         print("  [TRL] " + " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"TRL run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         info = json.loads(proc.stdout.strip().splitlines()[-1])
-        tok = AutoTokenizer.from_pretrained(str(DEMO_TEACHER_DIR))
+        tok = AutoTokenizer.from_pretrained(str(args.teacher))
         head, tail = evaluate(out, tok)
-    return {"method": "TRL GKDTrainer JSD(0.5), lambda=0.5", "head": head, "tail": tail,
+    return {"method": f"TRL GKDTrainer JSD(0.5), lambda={lmbda}", "head": head, "tail": tail,
             "seconds": info["seconds"], "tokens_per_s": info["tokens_per_s"],
             "teacher_scored": "live"}
+
+
+def step_speed(pool: list[LabeledExample], teacher: HFTeacher, args) -> str:  # type: ignore[no-untyped-def]
+    """Same loss (JSD 0.5), model and batch, off-policy (lambda = 0): tokens/s, ours vs TRL."""
+    m = Method("ours JSD(0.5), lambda=0", {"loss": "jsd", "jsd_beta": 0.5}, only("sample"))
+    quick = argparse.Namespace(**{**vars(args), "steps": args.speed_steps})
+    ours = run_method(m, pool, teacher, quick)
+    trl = run_trl(args.trl, pool, args, lmbda=0.0, steps=args.speed_steps)
+    ratio = ours["tokens_per_s"] / trl["tokens_per_s"]
+    return (f"Step speed, JSD(0.5), lambda=0, {args.speed_steps} steps of {args.batch} prompts x 4 "
+            f"PTs: ours {ours['tokens_per_s']:.0f} tok/s, TRL GKDTrainer "
+            f"{trl['tokens_per_s']:.0f} tok/s, ratio ours/TRL = {ratio:.2f}. (Ours reads the "
+            f"teacher's top-{args.top_k} from the labeled stream; TRL runs the teacher forward "
+            f"every step: that is the design difference the ratio measures.)")
 
 
 def table(rows: list[dict], teacher_acc: tuple[float, float], args) -> str:  # type: ignore[no-untyped-def]
@@ -196,16 +213,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default="", help="comma-separated substrings of method names")
     p.add_argument("--trl", default="", help="python of a venv with trl installed")
+    p.add_argument("--teacher", default=str(DEMO_TEACHER_DIR), help="teacher model directory")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--speed-steps", type=int, default=200, help="steps of the speed comparison")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    teacher = HFTeacher(DEMO_TEACHER_DIR, device="cpu", batch_size=256)
+    teacher = HFTeacher(args.teacher, device="cpu", batch_size=256)
     t0 = time.perf_counter()
     pool = label_budget(teacher, args.prompts, args.seed, args.top_k)
     print(f"labeled {len(pool)} prompts in {time.perf_counter() - t0:.1f}s "
           f"({sum(len(ex.pseudo_targets) for ex in pool)} PTs)", flush=True)
     blob = sum(len(encode(ex)) for ex in pool[:100]) / 100
-    assert decode(encode(pool[0])) == pool[0]
     print(f"mean labeled-example size on the wire: {blob:.0f} bytes", flush=True)
     teacher_acc = evaluate(teacher.model, teacher.tokenizer)
     rows = [dict(zip(("head", "tail"), evaluate(DEMO_STUDENT_DIR, teacher.tokenizer),
@@ -221,6 +239,8 @@ def main() -> None:
         rows.append(run_trl(args.trl, pool, args))
         print(json.dumps(rows[-1]), flush=True)
     text = table(rows, teacher_acc, args)
+    if args.trl:
+        text += "\n\n" + step_speed(pool, teacher, args)
     print(text)
     if not args.no_write:
         write_results(text, "python bench/methods.py " + " ".join(sys.argv[1:]))
