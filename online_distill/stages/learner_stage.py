@@ -1,0 +1,173 @@
+"""The learner stage: labeled examples in, student steps, checkpoints, then offset commits.
+
+:meth:`LearnerStage.run_once`:
+
+1. poll labeled-example records; decode them (malformed ones are dead-lettered) and drop
+   prompt ids seen before (at-least-once delivery; counted as duplicates);
+2. when ``learner.batch_size`` fresh examples wait (or fewer have waited ``max_wait_s``),
+   take one step on them, topped up from the replay buffer;
+3. every ``checkpoint_every_steps`` steps write a checkpoint whose ``progress`` holds the
+   offsets of the examples *trained on* (never of examples still waiting);
+4. flush the dead-letter sink, then commit exactly those offsets to Kafka;
+5. every ``publish_every_steps`` steps hand the student to the publisher.
+
+On start, :meth:`resume` loads the latest checkpoint and seeks the source to its offsets,
+so the student resumes exactly where its weights are, whatever Kafka had committed.
+Examples polled but not yet trained are simply read again after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from online_distill.config import LearnerConfig
+from online_distill.learner import Learner, StepStats
+from online_distill.messages import LabeledExample
+from online_distill.stages.offsets import OffsetTracker, offsets_from_json, offsets_to_json
+from online_distill.stages.replay import ReplayBuffer
+from online_distill.streams import (
+    DeadLetterWriter,
+    MessageSink,
+    MessageSource,
+    Partition,
+    Record,
+    decode_or_dead_letter,
+)
+
+log = logging.getLogger(__name__)
+
+Publisher = Callable[[Learner], None]
+
+
+@dataclass
+class LearnerStageStats:
+    """Counters since start."""
+
+    polled: int = 0
+    fresh_trained: int = 0
+    duplicates: int = 0
+    checkpoints: int = 0
+    published: int = 0
+    last_step: StepStats | None = None
+
+
+class LearnerStage:
+    """Consumes labeled examples and trains the student (module docstring: the order)."""
+
+    def __init__(
+        self,
+        source: MessageSource,
+        learner: Learner,
+        cfg: LearnerConfig,
+        dead_letters: DeadLetterWriter,
+        dead_letter_sink: MessageSink,
+        publisher: Publisher | None = None,
+        max_message_bytes: int = 1 << 20,
+        max_wait_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source, self.learner, self.cfg = source, learner, cfg
+        self.dead_letters, self.dl_sink = dead_letters, dead_letter_sink
+        self.publisher = publisher
+        self.max_message_bytes = max_message_bytes
+        # A slow stream still trains: after this long, any fresh data will do.
+        self.max_wait_s = max_wait_s
+        self.clock = clock
+        self.replay = ReplayBuffer(cfg.replay_buffer_size, seed=cfg.seed)
+        self.tracker = OffsetTracker()
+        self.pending: list[tuple[Record, LabeledExample]] = []
+        self._pending_since: float | None = None
+        self._seek: dict[Partition, int] = {}
+        self.stats = LearnerStageStats()
+        self.trained_ids: list[str] = []
+        """Prompt ids trained as fresh data, in order (tests and audits read it)."""
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.cfg.checkpoint_dir)
+
+    def resume(self) -> int:
+        """Load the latest checkpoint (if any) and seek to its offsets; returns its step."""
+        progress = self.learner.load(self.checkpoint_dir)
+        if progress:
+            self._seek = offsets_from_json(progress.get("offsets", {}))
+            log.info("learner: resumed at step %d, offsets %s", self.learner.step, self._seek)
+        return self.learner.step
+
+    def run_once(self, poll_timeout_s: float = 0.5) -> StepStats | None:
+        """Poll once and take at most one training step; returns its stats or None."""
+        # Step 1: poll, decode, de-duplicate.
+        room = max(1, 4 * self.cfg.batch_size - len(self.pending))
+        for rec in self._apply_seek(self.source.poll(max_records=room, timeout_s=poll_timeout_s)):
+            self.stats.polled += 1
+            self.tracker.add(rec)
+            ex = decode_or_dead_letter(rec, LabeledExample, self.dead_letters,
+                                       self.max_message_bytes)
+            if ex is None:
+                self.tracker.done(rec)  # safe once the dead letter is flushed (step 4)
+            elif self.replay.seen(ex.prompt_id) or any(
+                    p.prompt_id == ex.prompt_id for _, p in self.pending):
+                self.stats.duplicates += 1
+                self.tracker.done(rec)
+            else:
+                self.pending.append((rec, ex))
+        if self.pending and self._pending_since is None:
+            self._pending_since = self.clock()
+        # Step 2: train when a batch is ready.
+        if not self._ready():
+            return None
+        take, self.pending = self.pending[: self.cfg.batch_size], self.pending[
+            self.cfg.batch_size :]
+        self._pending_since = self.clock() if self.pending else None
+        fresh = [ex for _, ex in take]
+        extra = self.replay.sample(self.cfg.batch_size - len(fresh),
+                                   exclude={ex.prompt_id for ex in fresh})
+        stats = self.learner.train_step(fresh + extra)
+        for rec, ex in take:
+            self.replay.add(ex)
+            self.tracker.done(rec)
+            self.trained_ids.append(ex.prompt_id)
+        self.stats.fresh_trained += len(take)
+        self.stats.last_step = stats
+        # Steps 3-4: checkpoint, then commit what the checkpoint covers.
+        if self.learner.step % self.cfg.checkpoint_every_steps == 0:
+            self.checkpoint()
+        # Step 5: publish.
+        if self.publisher is not None and self.learner.step % self.cfg.publish_every_steps == 0:
+            self.publisher(self.learner)
+            self.stats.published += 1
+        return stats
+
+    def checkpoint(self) -> None:
+        """Save a checkpoint holding the trained offsets, then commit them."""
+        offsets = self.tracker.committable()
+        self.learner.save(self.checkpoint_dir, progress={"offsets": offsets_to_json(offsets)})
+        self.stats.checkpoints += 1
+        self.dl_sink.flush(30.0)  # dead letters acknowledged before their offsets commit
+        if offsets:
+            self.source.commit(offsets)
+
+    def _ready(self) -> bool:
+        if len(self.pending) >= self.cfg.batch_size:
+            return True
+        # A slow or ending stream: whatever waited max_wait_s trains (topped up from replay).
+        return self._pending_since is not None and (
+            self.clock() - self._pending_since >= self.max_wait_s)
+
+    def _apply_seek(self, records: list[Record]) -> list[Record]:
+        """After a resume, move each newly assigned partition to the checkpoint's offset."""
+        if not self._seek:
+            return records
+        assigned = self.source.assignment()
+        todo = {p: off for p, off in self._seek.items() if p in assigned}
+        if todo:
+            self.source.seek(todo)
+            for p, off in todo.items():
+                self.tracker.reset(p, off)
+                del self._seek[p]
+        # Records polled before the seek are read again from the checkpoint's offsets.
+        return [r for r in records if r.where not in todo]

@@ -1,0 +1,177 @@
+"""The teacher stage: prompts in, labeled examples out, offsets committed only when safe.
+
+One call to :meth:`TeacherStage.run_once` handles one polled batch:
+
+1. poll up to ``teacher.batch_size`` prompt records (prompts and feedback topics);
+2. decode each one; malformed or over-long ones are dead-lettered (recoverable errors);
+3. label the batch with the backend, retrying with exponential backoff; if the batch still
+   fails, label its prompts one by one, and dead-letter the ones that keep failing;
+4. produce one ``LabeledExample`` per prompt to the labels topic (key = prompt id);
+5. flush the sink: raises if any labeled example or dead letter was not acknowledged
+   (fatal: the actor restarts and re-reads the uncommitted batch, nothing is lost);
+6. only then commit the batch's input offsets.
+
+Model work happens between polls, one batch at a time (seconds), far inside
+``kafka.max_poll_interval_ms``, so the consumer never falls out of its group.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from online_distill.config import TeacherConfig
+from online_distill.messages import LabeledExample, PromptMessage, PseudoTarget, Timings, encode
+from online_distill.streams import (
+    DeadLetterWriter,
+    MessageSink,
+    MessageSource,
+    Record,
+    decode_or_dead_letter,
+    next_offsets,
+)
+from online_distill.teachers.protocol import LabelRequest, TeacherBackend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TeacherStats:
+    """Counters of one stage instance since start (the metrics module exports them)."""
+
+    polled: int = 0
+    labeled: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    batches: int = 0
+    label_seconds: float = 0.0
+    labeled_tokens: int = 0
+    by_origin: dict[str, int] = field(default_factory=dict)
+
+
+def label_request(cfg: TeacherConfig) -> LabelRequest:
+    """The backend request the teacher config describes."""
+    return LabelRequest(n=cfg.n_pseudo_targets, decoding=cfg.decoding,
+                        include_greedy=cfg.include_greedy, temperature=cfg.temperature,
+                        top_p=cfg.top_p, top_k_logprobs=cfg.top_k_logprobs,
+                        max_new_tokens=cfg.max_new_tokens)
+
+
+class TeacherStage:
+    """Labels prompts from a source into a sink (see the module docstring for the order)."""
+
+    def __init__(
+        self,
+        source: MessageSource,
+        sink: MessageSink,
+        backend: TeacherBackend,
+        tokenizer: PreTrainedTokenizerBase,
+        cfg: TeacherConfig,
+        labels_topic: str,
+        dead_letters: DeadLetterWriter,
+        max_prompt_tokens: int,
+        max_message_bytes: int = 1 << 20,
+        flush_timeout_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.source, self.sink, self.backend = source, sink, backend
+        self.tokenizer, self.cfg = tokenizer, cfg
+        self.labels_topic = labels_topic
+        self.dead_letters = dead_letters
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_message_bytes = max_message_bytes
+        # Flush waits for acks=all from the brokers; 30 s covers a leader election.
+        self.flush_timeout_s = flush_timeout_s
+        self.sleep = sleep
+        self.request = label_request(cfg)
+        self.stats = TeacherStats()
+        self._last_error: Exception = RuntimeError("no error yet")
+
+    def run_once(self, poll_timeout_s: float = 1.0) -> int:
+        """Handle one polled batch; returns the number of records polled."""
+        # Step 1: poll.
+        records = self.source.poll(max_records=self.cfg.batch_size, timeout_s=poll_timeout_s)
+        if not records:
+            return 0
+        self.stats.polled += len(records)
+        # Step 2: decode; bad input goes to the dead-letter topic.
+        good: list[tuple[Record, PromptMessage, list[int]]] = []
+        for rec in records:
+            prompt = decode_or_dead_letter(rec, PromptMessage, self.dead_letters,
+                                           self.max_message_bytes)
+            if prompt is None:
+                continue
+            ids = list(self.tokenizer(prompt.text).input_ids)
+            if len(ids) > self.max_prompt_tokens:
+                self.dead_letters.send(
+                    rec, f"prompt is {len(ids)} tokens, over the limit of "
+                    f"{self.max_prompt_tokens} (learner.max_seq_len - teacher.max_new_tokens); "
+                    "shorten the prompt or raise learner.max_seq_len", "prompt_too_long")
+                continue
+            good.append((rec, prompt, ids))
+        # Steps 3-4: label and produce.
+        if good:
+            self._label_and_produce(good)
+        self.stats.dead_lettered = self.dead_letters.count
+        # Step 5: every output acknowledged (raises SinkError otherwise: fatal).
+        self.sink.flush(self.flush_timeout_s)
+        # Step 6: commit.
+        self.source.commit(next_offsets(records))
+        self.stats.batches += 1
+        return len(records)
+
+    # ------------------------------------------------------------------ labeling
+    def _label_and_produce(self, good: list[tuple[Record, PromptMessage, list[int]]]) -> None:
+        start = time.time()
+        results = self._label_with_retries([ids for _, _, ids in good], self.cfg.max_retries)
+        if results is None:  # isolate the prompts that fail on their own
+            results = [self._label_one(ids) for _, _, ids in good]
+        seconds = time.time() - start
+        self.stats.label_seconds += seconds
+        for (rec, prompt, ids), pts in zip(good, results, strict=True):
+            if isinstance(pts, Exception):
+                self.dead_letters.send(rec, f"teacher failed after {self.cfg.max_retries + 1} "
+                                       f"attempts: {pts}", "teacher_error")
+                continue
+            example = LabeledExample(
+                prompt_id=prompt.id, prompt_text=prompt.text, prompt_token_ids=tuple(ids),
+                pseudo_targets=tuple(pts), teacher_id=self.backend.teacher_id,
+                origin=prompt.origin, kind=prompt.kind,
+                timings=Timings(label_seconds=seconds,
+                                queue_seconds=max(0.0, start - prompt.created_at)),
+                prompt_created_at=prompt.created_at,
+            )
+            self.sink.send(self.labels_topic, encode(example), key=prompt.id.encode())
+            self.stats.labeled += 1
+            self.stats.labeled_tokens += example.num_labeled_tokens
+            self.stats.by_origin[prompt.origin] = self.stats.by_origin.get(prompt.origin, 0) + 1
+
+    def _label_with_retries(self, prompt_ids: Sequence[Sequence[int]], retries: int
+                            ) -> list[list[PseudoTarget]] | None:
+        for attempt in range(retries + 1):
+            try:
+                out = self.backend.label(prompt_ids, self.request)
+                if len(out) != len(prompt_ids) or any(not pts for pts in out):
+                    raise ValueError(f"backend returned {len(out)} results for "
+                                     f"{len(prompt_ids)} prompts, or an empty one")
+                return out
+            except Exception as exc:  # noqa: BLE001 - any backend failure is retried
+                if attempt == retries:
+                    self._last_error = exc
+                    log.warning("teacher: batch of %d failed %d times: %s", len(prompt_ids),
+                                attempt + 1, exc)
+                    return None
+                self.stats.retries += 1
+                delay = self.cfg.retry_backoff_s * 2**attempt
+                log.info("teacher: label attempt %d failed (%s); retrying in %.2fs",
+                         attempt + 1, exc, delay)
+                self.sleep(delay)
+        return None
+
+    def _label_one(self, ids: Sequence[int]) -> list[PseudoTarget] | Exception:
+        out = self._label_with_retries([ids], 0)
+        return out[0] if out is not None else self._last_error
