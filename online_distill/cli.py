@@ -44,6 +44,72 @@ def _cmd_demo_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_up(args: argparse.Namespace) -> int:
+    import logging
+
+    from online_distill.actors.up import print_summary, run_up
+    from online_distill.config import load_config
+
+    cfg = load_config(args.file, args.overrides)
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    # kafka-python logs every connection at INFO; its warnings and errors still show.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(cfg.log_level)))
+    demo = args.demo_traffic if args.demo_traffic is not None else cfg.demo.enabled
+    duration = args.duration if args.duration is not None else cfg.demo.duration_s
+    summary = run_up(cfg, demo_traffic=demo, duration_s=duration)
+    teacher_scores = None
+    if demo and not cfg.teacher.model:
+        from online_distill.actors.up import score_model
+        from online_distill.tasks.models import DEMO_TEACHER_DIR
+
+        teacher_scores = score_model(str(DEMO_TEACHER_DIR), 100)
+    print_summary(summary, teacher_scores)
+    return 0
+
+
+def _bootstrap_or_exit(cfg) -> str:  # type: ignore[no-untyped-def]
+    if not cfg.kafka.bootstrap_servers:
+        from online_distill.config import ConfigError
+
+        raise ConfigError("is empty: produce and export talk to a running broker; pass "
+                          "kafka.bootstrap_servers=host:port (the address `up` printed)",
+                          path="kafka.bootstrap_servers", value="")
+    return str(cfg.kafka.bootstrap_servers)
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from online_distill.config import load_config
+    from online_distill.producer import produce_file
+    from online_distill.streams import KafkaSink
+
+    cfg = load_config(args.file, args.overrides)
+    bootstrap = _bootstrap_or_exit(cfg)
+    sink = KafkaSink(cfg.kafka, bootstrap, "produce")
+    stream = sys.stdin if args.input == "-" else open(args.input)  # noqa: SIM115
+    try:
+        count = produce_file(sink, cfg.kafka.prompts_topic, stream)
+    except ValueError as exc:
+        print(f"online-distill produce: {args.input}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        sink.close()
+        if stream is not sys.stdin:
+            stream.close()
+    print(f"produced {count} prompts to {cfg.kafka.prompts_topic}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from online_distill.config import load_config
+    from online_distill.export import export_labels
+
+    cfg = load_config(args.file, args.overrides)
+    count = export_labels(cfg, _bootstrap_or_exit(cfg), Path(args.out))
+    print(f"exported {count} labeled examples to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
 
@@ -58,6 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML config file (default: built-in defaults)")
     p.add_argument("overrides", nargs="*", metavar="a.b.c=value", help="dotted overrides")
     p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("up", help="run the whole loop with a live status line")
+    p.add_argument("--file", "--config", "-f", dest="file", default=None,
+                   help="YAML config file (default: built-in defaults, the embedded demo)")
+    p.add_argument("--demo-traffic", action=argparse.BooleanOptionalAction, default=None,
+                   help="generate demo traffic (default: demo.enabled)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: demo.duration_s; 0 = never)")
+    p.add_argument("overrides", nargs="*", metavar="a.b.c=value", help="dotted overrides")
+    p.set_defaults(func=_cmd_up)
+
+    p = sub.add_parser("produce", help="send JSONL (or plain-text) prompts to the prompts topic")
+    p.add_argument("input", help="a file, or - for stdin; lines: {\"text\": ...} or plain text")
+    p.add_argument("--file", "--config", "-f", dest="file", default=None)
+    p.add_argument("overrides", nargs="*", metavar="a.b.c=value")
+    p.set_defaults(func=_cmd_produce)
+
+    p = sub.add_parser("export", help="write the labeled stream as JSONL (or .parquet)")
+    p.add_argument("--out", required=True, help="output file (.jsonl or .parquet)")
+    p.add_argument("--file", "--config", "-f", dest="file", default=None)
+    p.add_argument("overrides", nargs="*", metavar="a.b.c=value")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo-teacher",
                        help="train the demo teacher from scratch (about 40 min on 2 cores)")

@@ -1,0 +1,71 @@
+"""The learner actor: a thin Ray shell over :class:`LearnerStage` and the weights store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+import torch
+from online_distill.actors.common import LoopThread, student_path, teacher_path
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from online_distill.config import config_from_dict
+from online_distill.learner import Learner
+from online_distill.stages.learner_stage import LearnerStage
+from online_distill.stages.offsets import offsets_to_json
+from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
+from online_distill.teachers.hf import HFTeacher
+from online_distill.weights import LocalWeightsStore
+
+
+@ray.remote
+class LearnerActor:
+    def __init__(self, cfg: dict[str, Any], bootstrap: str, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self.cfg = config_from_dict(cfg)
+        k, lc, t = self.cfg.kafka, self.cfg.learner, self.cfg.teacher
+        path = student_path(lc.student_model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+        scorer = None
+        if lc.onpolicy_lambda > 0 or lc.joint_teaching:  # the teacher scores student samples
+            scorer = HFTeacher(teacher_path(t.model), device=t.device, batch_size=t.batch_size)
+        self.learner = Learner(model, lc, pad_id=int(self.tokenizer.pad_token_id or 0),
+                               scorer=scorer, top_k=t.top_k_logprobs,
+                               max_new_tokens=t.max_new_tokens)
+        self.store = LocalWeightsStore(self.cfg.gate.weights_dir)
+        # The learner is the only reader of the labels topic and restores its offsets from
+        # its own checkpoint, so it takes every partition directly (no rebalances).
+        source = KafkaSource(k, bootstrap, "learner", [k.labels_topic], manual_assign=True)
+        self.sink = KafkaSink(k, bootstrap, "learner")
+        self.stage = LearnerStage(source, self.learner, lc,
+                                  DeadLetterWriter(self.sink, k.dead_letter_topic, "learner"),
+                                  self.sink, publisher=self._publish,
+                                  max_message_bytes=k.max_message_bytes)
+        self.stage.resume()
+        self.published: list[int] = []
+        self.loop = LoopThread("learner", self.stage.run_once)
+
+    def _publish(self, learner: Learner) -> None:
+        last = self.stage.stats.last_step
+        metrics = {"loss": last.loss} if last else {}
+        offsets = offsets_to_json(self.stage.tracker.committable())
+        manifest = self.store.publish(learner.model, self.tokenizer, learner.step, offsets,
+                                      metrics)
+        self.published.append(manifest.version)
+
+    def stats(self) -> dict[str, Any]:
+        s, last = self.stage.stats, self.stage.stats.last_step
+        return {"step": self.learner.step, "skipped_steps": self.learner.skipped_steps,
+                "loss": last.loss if last else None, "fresh_trained": s.fresh_trained,
+                "duplicates": s.duplicates, "checkpoints": s.checkpoints,
+                "published": list(self.published), "pending": len(self.stage.pending),
+                "tokens": last.tokens if last else 0}
+
+    def trained_ids(self) -> list[str]:
+        return list(self.stage.trained_ids)
+
+    def stop(self) -> None:
+        """Finish the step in hand, write a final checkpoint and commit its offsets."""
+        self.loop.stop()
+        self.stage.checkpoint()

@@ -1,0 +1,101 @@
+"""The supervisor: starts the broker (if embedded), Ray, the topics and the loop's actors.
+
+It runs in the ``online-distill up`` process. Actors are created with ``max_restarts=-1``
+(Ray restarts a dead one; its stage re-reads uncommitted input) and fractional CPUs sized by
+the config so that everything fits the machine (2 cores in the demo).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from online_distill.actors.learner import LearnerActor
+from online_distill.actors.teacher import TeacherActor
+
+from online_distill.config import Config, config_to_dict
+from online_distill.streams import EmbeddedBroker, ensure_topics
+
+log = logging.getLogger("online_distill.supervisor")
+
+
+@dataclass
+class Loop:
+    """Handles of the running loop."""
+
+    bootstrap: str
+    teachers: list[Any] = field(default_factory=list)
+    learner: Any = None
+    broker: EmbeddedBroker | None = None
+
+
+class Supervisor:
+    """Starts and stops the whole loop; :meth:`snapshot` gathers the actors' stats."""
+
+    def __init__(self, cfg: Config, threads_per_actor: int = 1) -> None:
+        self.cfg = cfg
+        self.threads = threads_per_actor
+        self.loop: Loop | None = None
+
+    def start(self) -> Loop:
+        cfg = self.cfg
+        broker = None
+        bootstrap = cfg.kafka.bootstrap_servers
+        if not bootstrap:
+            broker = EmbeddedBroker.from_config(cfg.kafka, log_dir=os.path.join(cfg.run_dir,
+                                                                                 "broker"))
+            broker.start()
+            bootstrap = broker.bootstrap
+            log.info("embedded broker (%s) on %s", cfg.kafka.embedded_storage, bootstrap)
+        if cfg.kafka.create_topics:
+            ensure_topics(cfg.kafka, bootstrap)
+        if not ray.is_initialized():
+            if cfg.ray.address:
+                ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace)
+            else:
+                ray.init(num_cpus=cfg.ray.num_cpus or None, namespace=cfg.ray.namespace,
+                         include_dashboard=cfg.ray.include_dashboard,
+                         dashboard_host=cfg.ray.dashboard_host, log_to_driver=False)
+        plain = config_to_dict(cfg)
+        teachers = [
+            TeacherActor.options(num_cpus=cfg.teacher.num_cpus, max_restarts=-1,
+                                 name=f"teacher-{i}").remote(plain, bootstrap, self.threads)
+            for i in range(cfg.teacher.num_actors)
+        ]
+        learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, max_restarts=-1,
+                                       name="learner").remote(plain, bootstrap, self.threads)
+        self.loop = Loop(bootstrap, teachers, learner, broker)
+        return self.loop
+
+    def snapshot(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Stats of every actor; an actor that is restarting reports {"error": ...}."""
+        assert self.loop is not None
+        refs = {f"teacher-{i}": a.stats.remote() for i, a in enumerate(self.loop.teachers)}
+        refs["learner"] = self.loop.learner.stats.remote()
+        out: dict[str, Any] = {}
+        # One wait over all refs: an actor in restart must not stall the status line.
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        for name, ref in refs.items():
+            try:
+                out[name] = ray.get(ref) if ref in ready else {"error": "no answer"}
+            except Exception as exc:  # noqa: BLE001 - a restarting actor is normal
+                out[name] = {"error": type(exc).__name__}
+        return out
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop the actors (teachers flush and commit, the learner checkpoints), then Ray."""
+        if self.loop is None:
+            return
+        handles = [*self.loop.teachers, self.loop.learner]
+        try:
+            ray.wait([h.stop.remote() for h in handles], num_returns=len(handles),
+                     timeout=timeout_s)
+        finally:
+            for h in handles:
+                ray.kill(h, no_restart=True)
+            if self.loop.broker is not None:
+                self.loop.broker.stop()
+            self.loop = None

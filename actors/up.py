@@ -1,0 +1,122 @@
+"""``online-distill up``: run the whole loop with a one-line live status until stopped."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from online_distill.actors.supervisor import Supervisor
+
+from online_distill.config import Config
+from online_distill.producer import DemoTrafficThread
+from online_distill.streams import KafkaSink
+from online_distill.tasks.traffic import DemoTraffic
+from online_distill.weights import LocalWeightsStore
+
+log = logging.getLogger("online_distill.up")
+
+
+class ProbeWatcher:
+    """Scores the newest published student on the demo head/tail probes, when it changes."""
+
+    def __init__(self, store: LocalWeightsStore, size: int = 100) -> None:
+        self.store, self.size = store, size
+        self.version: int | None = None
+        self.scores: dict[str, float] = {}
+
+    def refresh(self) -> None:
+        latest = self.store.latest()
+        if latest is None or latest == self.version:
+            return
+        self.scores = score_model(str(self.store.path(latest)), self.size)
+        self.version = latest
+
+
+def score_model(path: str, size: int) -> dict[str, float]:
+    from online_distill.tasks.evaluate import exact_match_by_kind
+    from online_distill.tasks.models import load_model
+    from online_distill.tasks.probes import probe_set
+
+    model, tok = load_model(path)
+    return {name: exact_match_by_kind(model, tok, probe_set(name, size))["all"]
+            for name in ("head", "tail")}
+
+
+def status_line(elapsed: float, sent: int, snap: dict[str, Any], probe: ProbeWatcher,
+                prev: dict[str, float]) -> str:
+    teachers = [v for k, v in snap.items() if k.startswith("teacher") and "error" not in v]
+    labeled = sum(t["labeled"] for t in teachers)
+    lag = sum(max(0, t.get("lag", 0)) for t in teachers)
+    learner = snap.get("learner", {})
+    dt = max(1e-6, elapsed - prev.get("t", 0.0))
+    rate_in = (sent - prev.get("sent", 0)) / dt
+    rate_lab = (labeled - prev.get("labeled", 0)) / dt
+    prev.update(t=elapsed, sent=sent, labeled=labeled)
+    loss = learner.get("loss")
+    acc = " ".join(f"{k}={v:.0%}" for k, v in probe.scores.items()) or "-"
+    restarting = [k for k, v in snap.items() if "error" in v]
+    return (f"[{elapsed:6.0f}s] in {rate_in:5.1f}/s  labeled {labeled} ({rate_lab:5.1f}/s)  "
+            f"prompt lag {lag}  step {learner.get('step', '-')} "
+            f"loss {loss if loss is None else round(loss, 4)}  "
+            f"student v{probe.version or '-'} {acc}"
+            + (f"  restarting: {','.join(restarting)}" if restarting else ""))
+
+
+def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: float = 5.0
+           ) -> dict[str, Any]:
+    """Start the loop, print status lines, stop cleanly on Ctrl-C/SIGTERM or after duration."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    sup = Supervisor(cfg)
+    loop = sup.start()
+    traffic = None
+    if demo_traffic:
+        d = cfg.demo
+        gen = DemoTraffic(d.traffic_mix, d.drift_mix, d.drift_after_prompts, seed=d.seed)
+        traffic = DemoTrafficThread(KafkaSink(cfg.kafka, loop.bootstrap, "demo-traffic"),
+                                    cfg.kafka.prompts_topic, gen, d.traffic_rate_per_s).start()
+    probe = ProbeWatcher(LocalWeightsStore(cfg.gate.weights_dir))
+    start, prev = time.monotonic(), {}
+    snap: dict[str, Any] = {}
+    print(f"online-distill up: broker {loop.bootstrap}, {len(loop.teachers)} teacher(s), "
+          f"weights in {cfg.gate.weights_dir}; Ctrl-C stops", flush=True)
+    try:
+        while not stop.wait(status_every_s):
+            elapsed = time.monotonic() - start
+            snap = sup.snapshot()
+            probe.refresh()
+            print(status_line(elapsed, traffic.sent if traffic else 0, snap, probe, prev),
+                  flush=True)
+            if duration_s and elapsed >= duration_s:
+                break
+    finally:
+        print("stopping: flushing producers, final checkpoint, committing offsets...",
+              flush=True)
+        if traffic:
+            traffic.stop()
+        snap = sup.snapshot()
+        sup.stop()
+    probe.refresh()
+    summary = {"prompts_sent": traffic.sent if traffic else 0,
+               "labeled": sum(v.get("labeled", 0) for k, v in snap.items()
+                              if k.startswith("teacher")),
+               "learner": snap.get("learner", {}), "student_version": probe.version,
+               "student": probe.scores, "seconds": time.monotonic() - start}
+    return summary
+
+
+def print_summary(summary: dict[str, Any], teacher_scores: dict[str, float] | None) -> None:
+    learner = summary["learner"]
+    print("\n== online-distill summary ==")
+    print(f"ran {summary['seconds']:.0f}s; prompts sent {summary['prompts_sent']}, "
+          f"labeled {summary['labeled']}, learner steps {learner.get('step')}, "
+          f"published versions {len(learner.get('published', []))}")
+    for name, value in summary["student"].items():
+        ref = f" (teacher {teacher_scores[name]:.1%})" if teacher_scores else ""
+        print(f"student v{summary['student_version']} {name} exact-match: {value:.1%}{ref}")
+    sys.stdout.flush()
