@@ -6,7 +6,7 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LoopThread, student_path, teacher_path
+from online_distill.actors.common import LoopThread, ensure_dir, student_path, teacher_path
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from online_distill.config import config_from_dict
@@ -41,7 +41,8 @@ class LearnerActor:
         self.stage = LearnerStage(source, self.learner, lc,
                                   DeadLetterWriter(self.sink, k.dead_letter_topic, "learner"),
                                   self.sink, publisher=self._publish,
-                                  max_message_bytes=k.max_message_bytes)
+                                  max_message_bytes=k.max_message_bytes,
+                                  audit_path=ensure_dir(self.cfg.run_dir) / "trained_ids.log")
         self.stage.resume()
         self.published: list[int] = []
         self.loop = LoopThread("learner", self.stage.run_once)

@@ -69,6 +69,7 @@ class LearnerStage:
         max_message_bytes: int = 1 << 20,
         max_wait_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        audit_path: str | Path | None = None,
     ) -> None:
         self.source, self.learner, self.cfg = source, learner, cfg
         self.dead_letters, self.dl_sink = dead_letters, dead_letter_sink
@@ -84,7 +85,10 @@ class LearnerStage:
         self._seek: dict[Partition, int] = {}
         self.stats = LearnerStageStats()
         self.trained_ids: list[str] = []
-        """Prompt ids trained as fresh data, in order (tests and audits read it)."""
+        """Prompt ids trained as fresh data by this instance, in order."""
+        # The audit log survives restarts: one line "<step> <prompt id>" per fresh example,
+        # so an operator (or a test) can tell which prompts trained which step.
+        self._audit = open(audit_path, "a") if audit_path else None  # noqa: SIM115
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -131,6 +135,9 @@ class LearnerStage:
             self.replay.add(ex)
             self.tracker.done(rec)
             self.trained_ids.append(ex.prompt_id)
+        if self._audit is not None:
+            self._audit.write("".join(f"{self.learner.step} {ex.prompt_id}\n" for ex in fresh))
+            self._audit.flush()
         self.stats.fresh_trained += len(take)
         self.stats.last_step = stats
         # Steps 3-4: checkpoint, then commit what the checkpoint covers.

@@ -1,0 +1,113 @@
+"""The streaming loop end to end: real Tansu broker, real Ray, the demo models.
+
+500 prompts and 50 malformed messages go in; the teacher and learner actors are each killed
+mid-stream (Ray restarts them); every prompt must be labeled and trained on, the malformed
+ones dead-lettered with reasons, and duplicates bounded by one batch per restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from online_distill.actors.supervisor import Supervisor  # noqa: E402
+from online_distill.config import load_config  # noqa: E402
+from online_distill.messages import DeadLetter, LabeledExample, PromptMessage, decode, encode  # noqa: E402
+from online_distill.streams import EmbeddedBroker, KafkaSink, KafkaSource  # noqa: E402
+
+pytestmark = pytest.mark.integration
+BATCH = 32
+
+
+def read_all(cfg, bootstrap: str, topic: str, group: str) -> list[bytes]:
+    src = KafkaSource(cfg.kafka, bootstrap, group, [topic], manual_assign=True)
+    src.seek({p: 0 for p in src.assignment()})
+    out, empty = [], 0
+    while empty < 3:
+        recs = src.poll(timeout_s=1.0)
+        empty = 0 if recs else empty + 1
+        out += [r.value for r in recs]
+    src.close()
+    return out
+
+
+def audit(run_dir: Path) -> list[str]:
+    path = run_dir / "trained_ids.log"
+    return [line.split()[1] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
+    run = tmp_path / "run"
+    cfg = load_config(None, [
+        f"run_dir={run}", f"learner.checkpoint_dir={run}/ckpt", f"gate.weights_dir={run}/w",
+        f"learner.batch_size={BATCH}", "learner.checkpoint_every_steps=1",
+        "learner.publish_every_steps=1000", "teacher.batch_size=32", "teacher.n_pseudo_targets=2",
+        "serve.enabled=false", "kafka.session_timeout_ms=6000", "ray.num_cpus=2",
+    ])
+    with EmbeddedBroker(log_dir=tmp_path / "broker") as broker:
+        cfg = load_config(None, [*_overrides(cfg), f"kafka.bootstrap_servers={broker.bootstrap}"])
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        sup = Supervisor(cfg)
+        try:
+            loop = sup.start()
+            sink = KafkaSink(cfg.kafka, loop.bootstrap, "test")
+            ids = []
+            for i in range(500):
+                msg = PromptMessage(text=f"{i % 100}+{(7 * i) % 100}=", kind="add2")
+                ids.append(msg.id)
+                sink.send(cfg.kafka.prompts_topic, encode(msg), key=msg.id.encode())
+                if i % 10 == 0:  # 50 malformed messages interleaved
+                    sink.send(cfg.kafka.prompts_topic, b"\xffnot a prompt %d" % i)
+                if i == 250:
+                    sink.flush(30)
+                    # Kill both actors mid-stream, once each has done some work.
+                    wait_for(lambda: len(audit(run)) >= 64, 120, "the learner to train")
+                    ray.kill(loop.learner, no_restart=False)
+                    ray.kill(loop.teachers[0], no_restart=False)
+            sink.flush(30)
+            wait_for(lambda: set(ids) <= set(audit(run)), 240, "every prompt to be trained on")
+            trained = audit(run)
+            labels = [decode(v, LabeledExample).prompt_id for v in
+                      read_all(cfg, loop.bootstrap, cfg.kafka.labels_topic, "t-labels")]
+            letters = [decode(v, DeadLetter) for v in
+                       read_all(cfg, loop.bootstrap, cfg.kafka.dead_letter_topic, "t-dlq")]
+        finally:
+            sup.stop()
+            ray.shutdown()
+    assert set(labels) >= set(ids)  # every prompt labeled (re-labeled ones at most twice)
+    counts = Counter(trained)
+    duplicates = sum(c - 1 for c in counts.values())
+    print(f"trained {len(trained)} rows for {len(ids)} prompts, {duplicates} duplicates, "
+          f"{len(labels) - len(ids)} re-labeled, {len(letters)} dead letters")
+    assert set(counts) == set(ids)
+    assert duplicates <= BATCH  # at most one batch re-trained after the learner's restart
+    malformed = [d for d in letters if d.stage == "teacher"]
+    assert {d.payload for d in malformed} == {b"\xffnot a prompt %d" % i for i in range(0, 500, 10)}
+    assert all(d.error_type == "bad_magic" and d.reason for d in malformed)
+
+
+def _overrides(cfg) -> list[str]:  # type: ignore[no-untyped-def]
+    from online_distill.config import config_to_dict
+
+    flat: list[str] = []
+    for section, values in config_to_dict(cfg).items():
+        if isinstance(values, dict):
+            flat += [f"{section}.{k}={v}" for k, v in values.items()
+                     if not isinstance(v, (dict, list, tuple)) and v != ""]
+        elif values != "":
+            flat.append(f"{section}={values}")
+    return flat
