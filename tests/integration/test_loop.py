@@ -16,6 +16,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from online_distill.actors.supervisor import Supervisor  # noqa: E402
+
 from online_distill.config import load_config  # noqa: E402
 from online_distill.messages import DeadLetter, LabeledExample, PromptMessage, decode, encode  # noqa: E402
 from online_distill.streams import EmbeddedBroker, KafkaSink, KafkaSource  # noqa: E402
