@@ -33,12 +33,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy online_distill actors
 
-# Until the streaming loop lands, the demo measures the shipped teacher and the fresh
-# student on the demo's probe sets (fresh draws), so you see what the loop will close.
+# The embedded demo: local Ray, the embedded broker, demo traffic with its drift, the shipped
+# teacher; stops after DURATION seconds (0 = until Ctrl-C) and prints a summary.
+DURATION ?= 180
 demo: $(STAMP)
-	@echo "== shipped demo teacher ==" && $(BIN)/online-distill demo-eval --seed 1 --trials 50
-	@echo "== fresh demo student ==" && $(BIN)/online-distill demo-eval --seed 1 --trials 50 \
-		--model online_distill/tasks/assets/demo-student-init
+	$(BIN)/online-distill up --file deploy/demo.yaml --duration $(DURATION)
 
 # Rebuild the shipped teacher from scratch (about 40 minutes on 2 cores).
 demo-teacher: $(STAMP)

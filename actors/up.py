@@ -60,7 +60,7 @@ def status_line(elapsed: float, sent: int, snap: dict[str, Any], probe: ProbeWat
     acc = " ".join(f"{k}={v:.0%}" for k, v in probe.scores.items()) or "-"
     restarting = [k for k, v in snap.items() if "error" in v]
     return (f"[{elapsed:6.0f}s] in {rate_in:5.1f}/s  labeled {labeled} ({rate_lab:5.1f}/s)  "
-            f"prompt lag {lag}  step {learner.get('step', '-')} "
+            f"lag prompts {lag} labels {learner.get('lag', '-')}  step {learner.get('step', '-')} "
             f"loss {loss if loss is None else round(loss, 4)}  "
             f"student v{probe.version or '-'} {acc}"
             + (f"  restarting: {','.join(restarting)}" if restarting else ""))
@@ -110,13 +110,14 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
     return summary
 
 
-def print_summary(summary: dict[str, Any], teacher_scores: dict[str, float] | None) -> None:
+def print_summary(summary: dict[str, Any], references: dict[str, dict[str, float]]) -> None:
     learner = summary["learner"]
     print("\n== online-distill summary ==")
     print(f"ran {summary['seconds']:.0f}s; prompts sent {summary['prompts_sent']}, "
           f"labeled {summary['labeled']}, learner steps {learner.get('step')}, "
           f"published versions {len(learner.get('published', []))}")
     for name, value in summary["student"].items():
-        ref = f" (teacher {teacher_scores[name]:.1%})" if teacher_scores else ""
-        print(f"student v{summary['student_version']} {name} exact-match: {value:.1%}{ref}")
+        refs = ", ".join(f"{who} {scores[name]:.1%}" for who, scores in references.items())
+        print(f"student v{summary['student_version']} {name} exact-match: {value:.1%}"
+              + (f" ({refs})" if refs else ""))
     sys.stdout.flush()

@@ -58,13 +58,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
     demo = args.demo_traffic if args.demo_traffic is not None else cfg.demo.enabled
     duration = args.duration if args.duration is not None else cfg.demo.duration_s
     summary = run_up(cfg, demo_traffic=demo, duration_s=duration)
-    teacher_scores = None
+    references: dict[str, dict[str, float]] = {}
     if demo and not cfg.teacher.model:
         from online_distill.actors.up import score_model
-        from online_distill.tasks.models import DEMO_TEACHER_DIR
+        from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
 
-        teacher_scores = score_model(str(DEMO_TEACHER_DIR), 100)
-    print_summary(summary, teacher_scores)
+        references["teacher"] = score_model(str(DEMO_TEACHER_DIR), 100)
+        if not cfg.learner.student_model:
+            references["fresh student"] = score_model(str(DEMO_STUDENT_DIR), 100)
+    print_summary(summary, references)
     return 0
 
 

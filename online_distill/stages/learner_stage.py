@@ -53,6 +53,9 @@ class LearnerStageStats:
     checkpoints: int = 0
     published: int = 0
     last_step: StepStats | None = None
+    train_seconds: float = 0.0
+    """Wall time inside training steps (sampling, forward, backward, optimizer)."""
+    trained_tokens: int = 0
 
 
 class LearnerStage:
@@ -140,6 +143,8 @@ class LearnerStage:
             self._audit.flush()
         self.stats.fresh_trained += len(take)
         self.stats.last_step = stats
+        self.stats.train_seconds += stats.seconds
+        self.stats.trained_tokens += stats.tokens
         # Steps 3-4: checkpoint, then commit what the checkpoint covers.
         if self.learner.step % self.cfg.checkpoint_every_steps == 0:
             self.checkpoint()
