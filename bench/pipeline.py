@@ -75,8 +75,8 @@ def bare_train(cfg, examples: list[LabeledExample], steps: int) -> float:  # typ
 
 def run_daemon(overrides: list[str], seconds: float) -> dict:
     import ray
-
     from online_distill.actors.supervisor import Supervisor
+
     from online_distill.producer import DemoTrafficThread
     from online_distill.streams import KafkaSink
 
