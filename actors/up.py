@@ -70,10 +70,11 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
            ) -> dict[str, Any]:
     """Start the loop, print status lines, stop cleanly on Ctrl-C/SIGTERM or after duration."""
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     sup = Supervisor(cfg)
     loop = sup.start()
+    # After ray.init, which installs its own SIGTERM handler (it aborts the driver).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     traffic = None
     if demo_traffic:
         d = cfg.demo

@@ -7,6 +7,7 @@ ones dead-lettered with reasons, and duplicates bounded by one batch per restart
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,7 @@ ray = pytest.importorskip("ray")
 from online_distill.actors.supervisor import Supervisor  # noqa: E402
 
 from online_distill.config import load_config  # noqa: E402
+from online_distill.export import export_labels  # noqa: E402
 from online_distill.messages import DeadLetter, LabeledExample, PromptMessage, decode, encode  # noqa: E402
 from online_distill.streams import EmbeddedBroker, KafkaSink, KafkaSource  # noqa: E402
 
@@ -86,10 +88,14 @@ def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
                       read_all(cfg, loop.bootstrap, cfg.kafka.labels_topic, "t-labels")]
             letters = [decode(v, DeadLetter) for v in
                        read_all(cfg, loop.bootstrap, cfg.kafka.dead_letter_topic, "t-dlq")]
+            exported = export_labels(cfg, loop.bootstrap, tmp_path / "labels.jsonl")
         finally:
             sup.stop()
             ray.shutdown()
     assert set(labels) >= set(ids)  # every prompt labeled (re-labeled ones at most twice)
+    assert exported == len(labels)
+    rows = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert {r["prompt_id"] for r in rows} == set(labels)
     counts = Counter(trained)
     duplicates = sum(c - 1 for c in counts.values())
     print(f"trained {len(trained)} rows for {len(ids)} prompts, {duplicates} duplicates, "
