@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv venv-trl test unit integration lint typecheck demo demo-teacher bench-methods clean
+.PHONY: venv venv-trl s3rver test unit integration lint typecheck demo demo-teacher bench-methods clean
 
 # torch first (the local CPU wheel), then everything else under the torch constraint so
 # that no dependency can pull a CUDA build of torch.
@@ -18,13 +18,20 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-test: $(STAMP) lint
+# s3rver (npm, a disk-backed S3 store) for the durable-broker test; needs Node.js on PATH.
+S3RVER := .cache/s3rver/node_modules/.bin/s3rver
+$(S3RVER):
+	npm install --prefix .cache/s3rver --no-audit --no-fund --save-exact s3rver@3.7.1
+
+s3rver: $(S3RVER)
+
+test: $(STAMP) $(S3RVER) lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) $(S3RVER)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/integration
 
 lint: $(STAMP)
@@ -62,4 +69,4 @@ bench-methods: $(STAMP) $(TRL_STAMP)
 	$(TRL_VENV)/bin/python bench/loss_micro.py
 
 clean:
-	rm -rf $(VENV) $(TRL_VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) $(TRL_VENV) .cache .pytest_cache .ruff_cache .mypy_cache *.egg-info
