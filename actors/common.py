@@ -58,6 +58,14 @@ class LoopThread:
         self.thread.join(timeout_s)
 
 
+def total_lag(source: object) -> int:
+    """Records of the source's partitions not yet committed; -1 when the broker won't say."""
+    try:
+        return sum(source.lag().values())  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - lag is informative only
+        return -1
+
+
 def ensure_dir(path: str) -> Path:
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)

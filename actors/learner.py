@@ -6,7 +6,13 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LoopThread, ensure_dir, student_path, teacher_path
+from online_distill.actors.common import (
+    LoopThread,
+    ensure_dir,
+    student_path,
+    teacher_path,
+    total_lag,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from online_distill.config import config_from_dict
@@ -61,14 +67,8 @@ class LearnerActor:
                 "loss": last.loss if last else None, "fresh_trained": s.fresh_trained,
                 "duplicates": s.duplicates, "checkpoints": s.checkpoints,
                 "published": list(self.published), "pending": len(self.stage.pending),
-                "tokens": last.tokens if last else 0, "lag": self._lag(),
+                "tokens": last.tokens if last else 0, "lag": total_lag(self.stage.source),
                 "train_seconds": s.train_seconds, "trained_tokens": s.trained_tokens}
-
-    def _lag(self) -> int:
-        try:
-            return sum(self.stage.source.lag().values())
-        except Exception:  # noqa: BLE001 - lag is informative only
-            return -1
 
     def trained_ids(self) -> list[str]:
         return list(self.stage.trained_ids)

@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LoopThread, teacher_path
+from online_distill.actors.common import LoopThread, teacher_path, total_lag
 
 from online_distill.config import config_from_dict
 from online_distill.stages.teacher_stage import TeacherStage
@@ -39,13 +39,7 @@ class TeacherActor:
         s = self.stage.stats
         return {"polled": s.polled, "labeled": s.labeled, "dead_lettered": s.dead_lettered,
                 "retries": s.retries, "label_seconds": s.label_seconds,
-                "labeled_tokens": s.labeled_tokens, "lag": self._lag()}
-
-    def _lag(self) -> int:
-        try:
-            return sum(self.stage.source.lag().values())
-        except Exception:  # noqa: BLE001 - lag is informative only
-            return -1
+                "labeled_tokens": s.labeled_tokens, "lag": total_lag(self.stage.source)}
 
     def stop(self) -> None:
         """Finish the batch in hand (it flushes and commits), then stop."""

@@ -114,6 +114,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
+    from online_distill.tasks.teacher_training import TeacherRecipe
 
     parser = argparse.ArgumentParser(
         prog="online-distill",
@@ -154,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(DEMO_TEACHER_DIR), help="output directory (HF format)")
     p.add_argument("--student-out", default=str(DEMO_STUDENT_DIR),
                    help="where to write the fresh student initialisation")
-    p.add_argument("--steps", type=int, default=10000, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=TeacherRecipe().steps,
+                   help="optimizer steps (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo_teacher)
 

@@ -35,7 +35,7 @@ from online_distill.tasks.models import TEACHER_SHAPE, ModelShape, new_model, sa
 class TeacherRecipe:
     """Hyper-parameters of the demo teacher's training run."""
 
-    steps: int = 10000
+    steps: int = 6000
     batch_size: int = 32
     lr: float = 2e-3
     min_lr: float = 1e-4
