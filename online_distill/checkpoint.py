@@ -34,12 +34,22 @@ LATEST = "LATEST"
 _PREFIX = "step-"
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (so a rename inside it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def commit_dir(tmp: Path, final: Path) -> None:
+    """Make a fully written temporary folder durable, then rename it to ``final``."""
+    for f in tmp.iterdir():
+        fsync_path(f)
+    fsync_path(tmp)
+    os.rename(tmp, final)
+    fsync_path(final.parent)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -50,7 +60,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_path(path.parent)
+    fsync_path(path.parent)
 
 
 def save_checkpoint(
@@ -72,15 +82,11 @@ def save_checkpoint(
     save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
     torch.save(state, tmp / "trainer_state.pt")
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    # Step 2: make the bytes durable before the folder becomes visible.
-    for f in tmp.iterdir():
-        _fsync_path(f)
-    _fsync_path(tmp)
-    # Step 3: publish the folder (a re-save of the same step replaces the old one).
+    # Steps 2-3: make the bytes durable, then publish the folder (a re-save of the same
+    # step replaces the old one).
     if final.exists():
         shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_path(root)
+    commit_dir(tmp, final)
     # Step 4: point LATEST at it.
     write_atomic(root / LATEST, name.encode())
     # Step 5: prune.

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from online_distill.checkpoint import commit_dir
+
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 
 
@@ -52,14 +54,6 @@ class WeightsStore(Protocol):
     def manifest(self, version: int) -> Manifest: ...
 
     def path(self, version: int) -> Path: ...
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalWeightsStore:
@@ -102,11 +96,7 @@ class LocalWeightsStore:
         model.save_pretrained(str(tmp))  # safetensors
         tokenizer.save_pretrained(str(tmp))
         (tmp / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))
-        for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-        os.rename(tmp, self.path(version))
-        _fsync(self.root)
+        commit_dir(tmp, self.path(version))
         return manifest
 
     def prune(self, keep: int, protect: set[int] | None = None) -> list[int]:
