@@ -114,9 +114,11 @@ class Learner:
         start = time.perf_counter()
         rows = rows_from_examples(examples)
         onpolicy = False
-        if self.cfg.joint_teaching:
+        mixing = self.step >= self.cfg.onpolicy_warmup_steps
+        if self.cfg.joint_teaching and mixing:
             rows += self.student_rows(examples)
-        elif self.cfg.onpolicy_lambda > 0 and self.rng.random() < self.cfg.onpolicy_lambda:
+        elif (self.cfg.onpolicy_lambda > 0 and mixing
+              and self.rng.random() < self.cfg.onpolicy_lambda):
             rows = self.student_rows(examples)
             onpolicy = True
         return self.train_on_rows(rows, onpolicy=onpolicy, start=start)
@@ -189,16 +191,20 @@ class Learner:
 
     # ------------------------------------------------------------------ on-policy
     def student_rows(self, examples: Sequence[LabeledExample]) -> list[Row]:
-        """Sample one continuation per prompt from the student; the teacher scores them."""
+        """Sample continuations from the student (``onpolicy_samples`` per prompt, default
+        as many as the teacher PTs); the teacher scores them. No gradient flows here."""
         if self.scorer is None:
             raise ValueError("student_rows needs a teacher scorer")
+        n = self.cfg.onpolicy_samples or max(1, round(
+            sum(len(ex.pseudo_targets) for ex in examples) / max(1, len(examples))))
         prompts = [ex.prompt_token_ids for ex in examples]
-        gen = generate(self.model, prompts, self.pad_id, self.max_new_tokens, n=1,
+        gen = generate(self.model, prompts, self.pad_id, self.max_new_tokens, n=n,
                        mode="sample", temperature=1.0)
+        # Row i of the output is sample i % n of prompt i // n.
         keep = [i for i, c in enumerate(gen.continuations) if c]
-        scores = self.scorer.score([prompts[i] for i in keep],
+        scores = self.scorer.score([prompts[i // n] for i in keep],
                                    [gen.continuations[i] for i in keep], self.top_k)
-        return [Row(tuple(prompts[i]), tuple(gen.continuations[i]), sc, "student")
+        return [Row(tuple(prompts[i // n]), tuple(gen.continuations[i]), sc, "student")
                 for i, sc in zip(keep, scores, strict=True)]
 
     # ------------------------------------------------------------------ checkpoints

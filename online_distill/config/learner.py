@@ -43,6 +43,15 @@ class LearnerConfig:
     """Joint-Teaching: apply word-level KD on PTs written by both teacher and student, so
     the student learns to recover from its own prefixes."""
 
+    onpolicy_samples: int = 0
+    """Student samples per prompt on an on-policy or Joint-Teaching step; 0 matches the
+    number of teacher PTs of each example, so on- and off-policy steps are the same size."""
+
+    onpolicy_warmup_steps: int = 0
+    """Optimizer steps trained off-policy before on-policy mixing and Joint-Teaching start:
+    the papers start from a student already fine-tuned on teacher data, whose samples are
+    worth scoring; a fresh student's are noise."""
+
     lr: float = 3e-4
     """Peak AdamW learning rate."""
 
@@ -134,6 +143,8 @@ class LearnerConfig:
         check_range(self, "temperature", gt=0, le=10, fix="a typical value is 1.0")
         check_range(self, "seq_ce_weight", ge=0, fix="0 uses the word-level loss alone")
         check_range(self, "onpolicy_lambda", ge=0, le=1, fix="0 is off-policy; GKD uses 0.5")
+        check_range(self, "onpolicy_samples", ge=0, fix="0 matches the teacher PTs per prompt")
+        check_range(self, "onpolicy_warmup_steps", ge=0, fix="0 mixes from the first step")
         check_range(self, "lr", gt=0, fix="a typical value is 3e-4")
         check_range(self, "weight_decay", ge=0, fix="a typical value is 0.0-0.1")
         for beta in self.betas:

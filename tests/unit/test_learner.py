@@ -115,7 +115,8 @@ def test_onpolicy_lambda_one_trains_on_student_samples_scored_by_teacher(teacher
     learner = Learner(tiny_model(4), learner_cfg(onpolicy_lambda=1.0), pad_id=0,
                       scorer=teacher, top_k=8, max_new_tokens=6)
     stats = learner.train_step(examples)
-    assert stats.onpolicy and stats.sources == {"student": len(examples)}
+    # As many student samples per prompt as teacher PTs (3), so steps keep their size.
+    assert stats.onpolicy and stats.sources == {"student": 3 * len(examples)}
     off = Learner(tiny_model(4), learner_cfg(onpolicy_lambda=0.0), pad_id=0, scorer=teacher)
     assert off.train_step(examples).sources == {"teacher": 3 * len(examples)}
 
@@ -128,8 +129,11 @@ def test_onpolicy_mixing_follows_lambda(teacher, examples) -> None:
 
 
 def test_joint_teaching_uses_teacher_and_student_pseudo_targets(teacher, examples) -> None:
-    learner = Learner(tiny_model(6), learner_cfg(joint_teaching=True), pad_id=0,
+    learner = Learner(tiny_model(6), learner_cfg(joint_teaching=True, onpolicy_samples=1,
+                                                 onpolicy_warmup_steps=2), pad_id=0,
                       scorer=teacher, top_k=8, max_new_tokens=6)
+    for _ in range(2):  # warm-up: teacher PTs only
+        assert learner.train_step(examples).sources == {"teacher": 3 * len(examples)}
     stats = learner.train_step(examples)
     assert stats.sources == {"teacher": 3 * len(examples), "student": len(examples)}
 
