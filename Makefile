@@ -42,7 +42,7 @@ typecheck: $(STAMP)
 
 # The embedded demo: local Ray, the embedded broker, demo traffic with its drift, the shipped
 # teacher; stops after DURATION seconds (0 = until Ctrl-C) and prints a summary.
-DURATION ?= 180
+DURATION ?= 420
 demo: $(STAMP)
 	$(BIN)/online-distill up --file deploy/demo.yaml --duration $(DURATION)
 
