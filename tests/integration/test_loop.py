@@ -1,6 +1,7 @@
 """The streaming loop end to end: real Tansu broker, real Ray, the demo models.
 
-500 prompts and 50 malformed messages go in; the teacher and learner actors are each killed
+500 prompts and 50 malformed messages go in; two teacher actors share the prompts topic;
+one teacher and the learner actor are each killed
 mid-stream (Ray restarts them); every prompt must be labeled and trained on, the malformed
 ones dead-lettered with reasons, and duplicates bounded by one batch per restart.
 """
@@ -59,6 +60,7 @@ def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
         f"run_dir={run}", f"learner.checkpoint_dir={run}/ckpt", f"gate.weights_dir={run}/w",
         f"learner.batch_size={BATCH}", "learner.checkpoint_every_steps=1",
         "learner.publish_every_steps=1000", "teacher.batch_size=32", "teacher.n_pseudo_targets=2",
+        "teacher.num_actors=2", "teacher.num_cpus=0.5",
         "serve.enabled=false", "kafka.session_timeout_ms=6000", "ray.num_cpus=2",
     ])
     with EmbeddedBroker(log_dir=tmp_path / "broker") as broker:
@@ -79,6 +81,7 @@ def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
                     sink.flush(30)
                     # Kill both actors mid-stream, once each has done some work.
                     wait_for(lambda: len(audit(run)) >= 64, 120, "the learner to train")
+                    snap = sup.snapshot()  # before the kill: restarts reset the counters
                     ray.kill(loop.learner, no_restart=False)
                     ray.kill(loop.teachers[0], no_restart=False)
             sink.flush(30)
@@ -93,6 +96,8 @@ def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
             sup.stop()
             ray.shutdown()
     assert set(labels) >= set(ids)  # every prompt labeled (re-labeled ones at most twice)
+    # The two teacher actors shared the prompts topic through their consumer group.
+    assert snap["teacher-0"]["labeled"] > 0 and snap["teacher-1"]["labeled"] > 0
     assert exported == len(labels)
     rows = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert {r["prompt_id"] for r in rows} == set(labels)
