@@ -9,7 +9,6 @@ distributions are placed at positions ``P - 1 .. P + L - 2``. Rows are right-pad
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,16 +89,17 @@ def collate(rows: Sequence[Row], pad_id: int, max_len: int) -> TrainingBatch:
         r.continuation for r in rows) else 1
     width = min(max_len, max(len(r.prompt_ids) + len(r.continuation) for r in rows))
     b = len(rows)
-    input_ids = torch.full((b, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((b, width), dtype=torch.long)
-    targets = torch.full((b, width), pad_id, dtype=torch.long)
-    loss_mask = torch.zeros((b, width), dtype=torch.bool)
-    top_ids = torch.zeros((b, width, k), dtype=torch.long)
-    top_lp = torch.full((b, width, k), -math.inf)
-    tail = torch.zeros((b, width))
+    # Filled as numpy buffers (cheap slice writes), handed to torch without a copy.
+    input_ids = np.full((b, width), pad_id, dtype=np.int64)
+    attention = np.zeros((b, width), dtype=np.int64)
+    targets = np.full((b, width), pad_id, dtype=np.int64)
+    loss_mask = np.zeros((b, width), dtype=np.bool_)
+    top_ids = np.zeros((b, width, k), dtype=np.int64)
+    top_lp = np.full((b, width, k), -np.inf, dtype=np.float32)
+    tail = np.zeros((b, width), dtype=np.float32)
     for i, r in enumerate(rows):
-        seq = (list(r.prompt_ids) + list(r.continuation))[:width]
-        input_ids[i, : len(seq)] = torch.tensor(seq)
+        seq = (r.prompt_ids + r.continuation)[:width]
+        input_ids[i, : len(seq)] = seq
         attention[i, : len(seq)] = 1
         p = len(r.prompt_ids)
         # Continuation token j sits at p + j and is predicted from position p - 1 + j.
@@ -107,15 +107,17 @@ def collate(rows: Sequence[Row], pad_id: int, max_len: int) -> TrainingBatch:
         if n == 0 or p == 0:
             continue
         pos = slice(p - 1, p - 1 + n)
-        targets[i, pos] = torch.tensor(r.continuation[:n])
+        targets[i, pos] = r.continuation[:n]
         loss_mask[i, pos] = True
-        lp = torch.from_numpy(r.scores.topk_logprobs[:n])  # (n, k_row)
-        row_tail = torch.from_numpy(r.scores.tail_logmass[:n])  # (n,)
+        lp = r.scores.topk_logprobs[:n]  # (n, k_row)
+        row_tail = r.scores.tail_logmass[:n]  # (n,)
         if lp.shape[1] > k:
-            row_tail = torch.logsumexp(torch.cat([row_tail[:, None], lp[:, k:]], dim=1), dim=1)
-        top_ids[i, pos] = torch.from_numpy(r.scores.topk_ids[:n, :k])
+            row_tail = np.logaddexp.reduce(
+                np.concatenate([row_tail[:, None], lp[:, k:]], axis=1), axis=1)
+        top_ids[i, pos] = r.scores.topk_ids[:n, :k]
         top_lp[i, pos] = lp[:, :k]
         tail[i, pos] = row_tail
     teacher_rows = torch.tensor([r.source == "teacher" for r in rows])
-    return TrainingBatch(input_ids, attention, targets, loss_mask, teacher_rows,
-                         SparseTeacher(top_ids, top_lp, tail))
+    t = torch.from_numpy
+    return TrainingBatch(t(input_ids), t(attention), t(targets), t(loss_mask), teacher_rows,
+                         SparseTeacher(t(top_ids), t(top_lp), t(tail)))

@@ -193,3 +193,27 @@ def test_pseudo_target_rows_align_prompt_and_continuation(examples) -> None:
     assert batch.target_ids[0, p - 1 : p - 1 + n].tolist() == list(r.continuation)
     assert batch.input_ids[0, p : p + n - 1].tolist() == list(r.continuation[:-1])
     assert isinstance(examples[0].pseudo_targets[0], PseudoTarget)
+
+
+def test_collate_folds_a_larger_top_k_into_the_tail_bin(examples) -> None:
+    import math
+
+    from online_distill.batching import Row, collate, rows_from_examples
+    from online_distill.teachers.protocol import TokenScores
+
+    wide = rows_from_examples(examples[:1])[0]  # k = 8
+    s = wide.scores
+    narrow = Row(wide.prompt_ids, wide.continuation,
+                 TokenScores(s.topk_ids[:, :3], s.topk_logprobs[:, :3],
+                             np.logaddexp.reduce(np.concatenate(
+                                 [s.tail_logmass[:, None], s.topk_logprobs[:, 3:]], 1), 1),
+                             s.token_logprobs), "teacher")
+    batch = collate([wide, narrow], pad_id=0, max_len=64)
+    assert batch.teacher.ids.shape[-1] == 3
+    mask = batch.loss_mask
+    torch.testing.assert_close(batch.teacher.tail_logmass[0][mask[0]],
+                               batch.teacher.tail_logmass[1][mask[1]])
+    total = batch.teacher.logprobs[0][mask[0]].exp().sum(-1) + batch.teacher.tail_logmass[0][
+        mask[0]].exp()
+    torch.testing.assert_close(total, torch.ones_like(total), atol=1e-4, rtol=0)
+    assert not math.isnan(float(batch.teacher.tail_logmass.sum()))
