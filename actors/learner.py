@@ -49,7 +49,8 @@ class LearnerActor:
                                   self.sink, publisher=self._publish,
                                   max_message_bytes=k.max_message_bytes,
                                   audit_path=ensure_dir(self.cfg.run_dir) / "trained_ids.log")
-        self.stage.resume()
+        if lc.resume:  # else the student starts fresh from student_model
+            self.stage.resume()
         self.published: list[int] = []
         self.loop = LoopThread("learner", self.stage.run_once)
 

@@ -107,6 +107,9 @@ class LearnerStage:
 
     def run_once(self, poll_timeout_s: float = 0.5) -> StepStats | None:
         """Poll once and take at most one training step; returns its stats or None."""
+        if self.cfg.max_steps is not None and self.learner.step >= self.cfg.max_steps:
+            time.sleep(poll_timeout_s)  # done training (learner.max_steps): idle, read nothing
+            return None
         # Step 1: poll, decode, de-duplicate.
         room = max(1, 4 * self.cfg.batch_size - len(self.pending))
         for rec in self._apply_seek(self.source.poll(max_records=room, timeout_s=poll_timeout_s)):

@@ -185,3 +185,11 @@ def test_offset_tracker_never_commits_past_an_unfinished_record() -> None:
     assert t.committable() == {("t", 0): 2}
     t.done(recs[2])
     assert t.committable() == {("t", 0): 4} and t.in_flight == 0
+
+
+def test_learner_stops_training_at_max_steps(backend, tmp_path) -> None:
+    log, _ = labeled_log(backend, 40)
+    stage = learner_stage(log, tmp_path, clock=lambda: 0.0, max_steps=2)
+    for _ in range(5):
+        stage.run_once(poll_timeout_s=0.0)
+    assert stage.learner.step == 2 and stage.stats.fresh_trained == 16
