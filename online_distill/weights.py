@@ -5,7 +5,7 @@ Layout under the store's root::
     v000001/                  one version: config.json, model.safetensors, tokenizer files,
         manifest.json         version, parent, learner step, stream offsets, metrics, created_at
     v000002/
-    PROMOTED                  (the evaluation gate writes it; see the serving issue)
+    PROMOTED                  the version to serve (written atomically by ``promote``)
 
 Publishing is atomic: the folder is written beside (``.tmp-v...``), every file fsynced, then
 renamed into place, so a reader never sees a half-written version. Loading never unpickles:
@@ -25,9 +25,10 @@ from typing import Any, Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from online_distill.checkpoint import commit_dir
+from online_distill.checkpoint import commit_dir, write_atomic
 
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
+PROMOTED = "PROMOTED"
 
 
 @dataclass(frozen=True)
@@ -99,11 +100,26 @@ class LocalWeightsStore:
         commit_dir(tmp, self.path(version))
         return manifest
 
+    def promoted(self) -> int | None:
+        """The version the serving side should load, or None before the first promotion."""
+        pointer = self.root / PROMOTED
+        if not pointer.is_file():
+            return None
+        text = pointer.read_text().strip()
+        return int(text) if text.isdigit() else None
+
+    def promote(self, version: int) -> None:
+        """Point PROMOTED at ``version`` atomically (readers see the old or the new value)."""
+        if version not in self.versions():
+            raise ValueError(f"version {version} is not in {self.root}; "
+                             f"published versions: {self.versions()}")
+        write_atomic(self.root / PROMOTED, f"{version}\n".encode())
+
     def prune(self, keep: int, protect: set[int] | None = None) -> list[int]:
-        """Delete all but the newest ``keep`` versions (and those in ``protect``)."""
+        """Delete all but the newest ``keep`` versions; never the promoted one nor ``protect``."""
         versions = self.versions()
-        doomed = [v for v in versions[: max(0, len(versions) - keep)]
-                  if v not in (protect or set())]
+        keep_also = set(protect or set()) | {self.promoted()}
+        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in keep_also]
         for v in doomed:
             shutil.rmtree(self.path(v), ignore_errors=True)
         return doomed

@@ -32,3 +32,19 @@ def test_half_written_versions_are_invisible_and_prune_keeps_protected(tmp_path)
     assert store.versions() == [1, 2, 3, 4]
     assert store.prune(keep=2, protect={1}) == [2]
     assert store.versions() == [1, 3, 4]
+
+
+def test_promote_is_atomic_and_prune_keeps_the_promoted_version(tmp_path) -> None:
+    import pytest
+
+    store = LocalWeightsStore(tmp_path)
+    assert store.promoted() is None
+    for step in range(4):
+        store.publish(tiny_model(3), TOKENIZER, learner_step=step)
+    store.promote(2)
+    assert store.promoted() == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".PROMOTED")]
+    assert store.prune(keep=1) == [1, 3]
+    assert store.versions() == [2, 4] and store.promoted() == 2
+    with pytest.raises(ValueError, match="version 7 is not in"):
+        store.promote(7)
