@@ -37,13 +37,12 @@ class ProbeWatcher:
 
 
 def score_model(path: str, size: int) -> dict[str, float]:
-    from online_distill.tasks.evaluate import exact_match_by_kind
+    """Head and tail exact-match of a saved model on the fixed demo probes."""
     from online_distill.tasks.models import load_model
-    from online_distill.tasks.probes import probe_set
+    from online_distill.tasks.probes import probe_scores
 
     model, tok = load_model(path)
-    return {name: exact_match_by_kind(model, tok, probe_set(name, size))["all"]
-            for name in ("head", "tail")}
+    return probe_scores(model, tok, size=size)
 
 
 def status_line(elapsed: float, sent: int, snap: dict[str, Any], probe: ProbeWatcher,

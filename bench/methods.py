@@ -30,9 +30,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from online_distill.config import LearnerConfig
 from online_distill.learner import Learner
 from online_distill.messages import LabeledExample, encode
-from online_distill.tasks.evaluate import exact_match_by_kind
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
-from online_distill.tasks.probes import probe_set
+from online_distill.tasks.probes import probe_scores
 from online_distill.tasks.traffic import DemoTraffic
 from online_distill.teachers.hf import HFTeacher
 from online_distill.teachers.protocol import LabelRequest
@@ -101,9 +100,8 @@ def evaluate(model_dir_or_model, tokenizer) -> tuple[float, float]:  # type: ign
     if isinstance(model, (str, Path)):
         model = AutoModelForCausalLM.from_pretrained(str(model)).eval()
     model.eval()
-    head = exact_match_by_kind(model, tokenizer, probe_set("head", 300))["all"]
-    tail = exact_match_by_kind(model, tokenizer, probe_set("tail", 300))["all"]
-    return head, tail
+    scores = probe_scores(model, tokenizer, size=300)
+    return scores["head"], scores["tail"]
 
 
 def run_method(m: Method, pool: list[LabeledExample], teacher: HFTeacher, args) -> dict:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from online_distill.config import Config
@@ -13,30 +14,40 @@ from online_distill.messages.wire import DEFAULT_MAX_BYTES
 log = logging.getLogger(__name__)
 
 
-def export_labels(cfg: Config, bootstrap: str, out: Path, idle_polls: int = 3) -> int:
-    """Read the labels topic from its start to its end; write one example per line.
+def read_topic(cfg: Config, bootstrap: str, topic: str, reader: str, idle_polls: int = 3
+               ) -> Iterator[bytes]:
+    """Every record value of ``topic`` from its start until ``idle_polls`` empty polls.
 
-    Reads with its own throw-away consumer (nothing is committed, the loop is not disturbed).
-    Undecodable records are skipped and counted in the log. ``.parquet`` output needs pyarrow.
+    Reads with its own consumer (``reader`` names it) and commits nothing, so the loop's
+    consumer groups are not disturbed.
     """
     from online_distill.streams import KafkaSource
 
-    source = KafkaSource(cfg.kafka, bootstrap, f"export-{out.name}", [cfg.kafka.labels_topic],
-                         manual_assign=True)
+    source = KafkaSource(cfg.kafka, bootstrap, reader, [topic], manual_assign=True)
     source.seek({p: 0 for p in source.assignment()})
-    rows: list[dict] = []
-    bad = empty = 0
+    empty = 0
     try:
         while empty < idle_polls:
             records = source.poll(timeout_s=1.0)
             empty = 0 if records else empty + 1
             for rec in records:
-                try:
-                    rows.append(to_json_dict(decode(rec.value, LabeledExample, DEFAULT_MAX_BYTES)))
-                except MessageDecodeError:
-                    bad += 1
+                yield rec.value
     finally:
         source.close()
+
+
+def export_labels(cfg: Config, bootstrap: str, out: Path) -> int:
+    """Read the labels topic from its start to its end; write one example per line.
+
+    Undecodable records are skipped and counted in the log. ``.parquet`` output needs pyarrow.
+    """
+    rows: list[dict] = []
+    bad = 0
+    for value in read_topic(cfg, bootstrap, cfg.kafka.labels_topic, f"export-{out.name}"):
+        try:
+            rows.append(to_json_dict(decode(value, LabeledExample, DEFAULT_MAX_BYTES)))
+        except MessageDecodeError:
+            bad += 1
     if bad:
         log.warning("export: skipped %d undecodable records", bad)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,6 @@ class TeacherStage:
         self.sleep = sleep
         self.request = label_request(cfg)
         self.stats = TeacherStats()
-        self._last_error: Exception = RuntimeError("no error yet")
 
     def run_once(self, poll_timeout_s: float = 1.0) -> int:
         """Handle one polled batch; returns the number of records polled."""
@@ -127,8 +126,11 @@ class TeacherStage:
     # ------------------------------------------------------------------ labeling
     def _label_and_produce(self, good: list[tuple[Record, PromptMessage, list[int]]]) -> None:
         start = time.time()
-        results = self._label_with_retries([ids for _, _, ids in good], self.cfg.max_retries)
-        if results is None:  # isolate the prompts that fail on their own
+        results: list[list[PseudoTarget] | Exception]
+        try:
+            results = list(self._label_with_retries([ids for _, _, ids in good],
+                                                    self.cfg.max_retries))
+        except Exception:  # noqa: BLE001 - isolate the prompts that fail on their own
             results = [self._label_one(ids) for _, _, ids in good]
         seconds = time.time() - start
         self.stats.label_seconds += seconds
@@ -151,7 +153,9 @@ class TeacherStage:
             self.stats.by_origin[prompt.origin] = self.stats.by_origin.get(prompt.origin, 0) + 1
 
     def _label_with_retries(self, prompt_ids: Sequence[Sequence[int]], retries: int
-                            ) -> list[list[PseudoTarget]] | None:
+                            ) -> list[list[PseudoTarget]]:
+        """The backend's answer, after up to ``retries`` retries with exponential backoff;
+        raises the last error when every attempt failed."""
         for attempt in range(retries + 1):
             try:
                 out = self.backend.label(prompt_ids, self.request)
@@ -161,17 +165,18 @@ class TeacherStage:
                 return out
             except Exception as exc:  # noqa: BLE001 - any backend failure is retried
                 if attempt == retries:
-                    self._last_error = exc
                     log.warning("teacher: batch of %d failed %d times: %s", len(prompt_ids),
                                 attempt + 1, exc)
-                    return None
+                    raise
                 self.stats.retries += 1
                 delay = self.cfg.retry_backoff_s * 2**attempt
                 log.info("teacher: label attempt %d failed (%s); retrying in %.2fs",
                          attempt + 1, exc, delay)
                 self.sleep(delay)
-        return None
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _label_one(self, ids: Sequence[int]) -> list[PseudoTarget] | Exception:
-        out = self._label_with_retries([ids], 0)
-        return out[0] if out is not None else self._last_error
+        try:
+            return self._label_with_retries([ids], 0)[0]
+        except Exception as exc:  # noqa: BLE001 - becomes this prompt's dead letter
+            return exc

@@ -11,9 +11,11 @@ the same problems); pass another ``seed`` for a fresh draw.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
+
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from online_distill.tasks.arithmetic import HEAD_KINDS, KINDS, TAIL_KINDS, Problem, sample_problem
 from online_distill.tasks.evaluate import exact_match_by_kind, in_context_continuation
@@ -41,6 +43,18 @@ def probe_set(
         pool = HEAD_KINDS if name == "head" else TAIL_KINDS
         kinds = [pool[i % len(pool)] for i in range(size)]
     return [sample_problem(kind, rng) for kind in kinds]
+
+
+def probe_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    names: Sequence[ProbeName] = ("head", "tail"),
+    size: int = 300,
+    seed: int | None = None,
+) -> dict[str, float]:
+    """Greedy exact-match of a loaded model on each named probe set."""
+    return {name: exact_match_by_kind(model, tokenizer, probe_set(name, size, seed))["all"]
+            for name in names}
 
 
 def measure_demo_model(

@@ -20,24 +20,12 @@ ray = pytest.importorskip("ray")
 from online_distill.actors.supervisor import Supervisor  # noqa: E402
 
 from online_distill.config import load_config  # noqa: E402
-from online_distill.export import export_labels  # noqa: E402
+from online_distill.export import export_labels, read_topic  # noqa: E402
 from online_distill.messages import DeadLetter, LabeledExample, PromptMessage, decode, encode  # noqa: E402
-from online_distill.streams import EmbeddedBroker, KafkaSink, KafkaSource  # noqa: E402
+from online_distill.streams import EmbeddedBroker, KafkaSink  # noqa: E402
 
 pytestmark = pytest.mark.integration
 BATCH = 32
-
-
-def read_all(cfg, bootstrap: str, topic: str, group: str) -> list[bytes]:
-    src = KafkaSource(cfg.kafka, bootstrap, group, [topic], manual_assign=True)
-    src.seek({p: 0 for p in src.assignment()})
-    out, empty = [], 0
-    while empty < 3:
-        recs = src.poll(timeout_s=1.0)
-        empty = 0 if recs else empty + 1
-        out += [r.value for r in recs]
-    src.close()
-    return out
 
 
 def audit(run_dir: Path) -> list[str]:
@@ -56,15 +44,15 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
 
 def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
     run = tmp_path / "run"
-    cfg = load_config(None, [
+    overrides = [
         f"run_dir={run}", f"learner.checkpoint_dir={run}/ckpt", f"gate.weights_dir={run}/w",
         f"learner.batch_size={BATCH}", "learner.checkpoint_every_steps=1",
         "learner.publish_every_steps=1000", "teacher.batch_size=32", "teacher.n_pseudo_targets=2",
         "teacher.num_actors=2", "teacher.num_cpus=0.5",
         "serve.enabled=false", "kafka.session_timeout_ms=6000", "ray.num_cpus=2",
-    ])
+    ]
     with EmbeddedBroker(log_dir=tmp_path / "broker") as broker:
-        cfg = load_config(None, [*_overrides(cfg), f"kafka.bootstrap_servers={broker.bootstrap}"])
+        cfg = load_config(None, [*overrides, f"kafka.bootstrap_servers={broker.bootstrap}"])
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         sup = Supervisor(cfg)
         try:
@@ -88,9 +76,9 @@ def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
             wait_for(lambda: set(ids) <= set(audit(run)), 240, "every prompt to be trained on")
             trained = audit(run)
             labels = [decode(v, LabeledExample).prompt_id for v in
-                      read_all(cfg, loop.bootstrap, cfg.kafka.labels_topic, "t-labels")]
+                      read_topic(cfg, loop.bootstrap, cfg.kafka.labels_topic, "t-labels")]
             letters = [decode(v, DeadLetter) for v in
-                       read_all(cfg, loop.bootstrap, cfg.kafka.dead_letter_topic, "t-dlq")]
+                       read_topic(cfg, loop.bootstrap, cfg.kafka.dead_letter_topic, "t-dlq")]
             exported = export_labels(cfg, loop.bootstrap, tmp_path / "labels.jsonl")
         finally:
             sup.stop()
@@ -111,15 +99,3 @@ def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
     assert {d.payload for d in malformed} == {b"\xffnot a prompt %d" % i for i in range(0, 500, 10)}
     assert all(d.error_type == "bad_magic" and d.reason for d in malformed)
 
-
-def _overrides(cfg) -> list[str]:  # type: ignore[no-untyped-def]
-    from online_distill.config import config_to_dict
-
-    flat: list[str] = []
-    for section, values in config_to_dict(cfg).items():
-        if isinstance(values, dict):
-            flat += [f"{section}.{k}={v}" for k, v in values.items()
-                     if not isinstance(v, (dict, list, tuple)) and v != ""]
-        elif values != "":
-            flat.append(f"{section}={values}")
-    return flat
