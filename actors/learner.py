@@ -21,7 +21,7 @@ from online_distill.stages.learner_stage import LearnerStage
 from online_distill.stages.offsets import offsets_to_json
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
 from online_distill.teachers.hf import HFTeacher
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights import store_for
 
 
 @ray.remote
@@ -39,7 +39,7 @@ class LearnerActor:
         self.learner = Learner(model, lc, pad_id=int(self.tokenizer.pad_token_id or 0),
                                scorer=scorer, top_k=t.top_k_logprobs,
                                max_new_tokens=t.max_new_tokens)
-        self.store = LocalWeightsStore(self.cfg.gate.weights_dir)
+        self.store = store_for(self.cfg)
         # The learner is the only reader of the labels topic and restores its offsets from
         # its own checkpoint, so it takes every partition directly (no rebalances).
         source = KafkaSource(k, bootstrap, "learner", [k.labels_topic], manual_assign=True)

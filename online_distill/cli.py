@@ -112,6 +112,69 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version_and_overrides(args: argparse.Namespace) -> int | None:
+    """Split ``[V] [a.b=c ...]``: a bare number is the version, the rest are overrides."""
+    versions = [a for a in args.rest if "=" not in a]
+    args.overrides = [a for a in args.rest if "=" in a]
+    if len(versions) > 1 or (versions and not versions[0].lstrip("v").isdigit()):
+        raise SystemExit(f"online-distill: expected one version number (like 12 or v12), "
+                         f"got {' '.join(versions)}")
+    return int(versions[0].lstrip("v")) if versions else None
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from online_distill.config import load_config
+    from online_distill.weights import store_for
+
+    cfg = load_config(args.file, args.overrides)
+    root = Path(cfg.gate.weights_dir)
+    if not root.is_dir():
+        raise SystemExit(f"online-distill: no weights store at {root}; run `online-distill up` "
+                         "first or point gate.weights_dir=... at one")
+    return store_for(cfg)
+
+
+def _cmd_versions(args: argparse.Namespace) -> int:
+    from online_distill.versions_table import format_versions, version_rows
+
+    store = _store(args)
+    if args.json:
+        print(json.dumps(version_rows(store), indent=2))
+    else:
+        print(format_versions(store))
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    version = _version_and_overrides(args)
+    if version is None:
+        raise SystemExit("online-distill: promote needs a version number (see `versions`)")
+    store = _store(args)
+    before = store.promoted()
+    try:
+        store.promote(version, reason="manual", by="operator")
+    except ValueError as exc:
+        print(f"online-distill: {exc}", file=sys.stderr)
+        return 2
+    print(f"promoted v{version} (was v{before}); replicas switch within "
+          "serve.poll_interval_s")
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    version = _version_and_overrides(args)
+    store = _store(args)
+    before = store.promoted()
+    try:
+        target = store.rollback(version)
+    except ValueError as exc:
+        print(f"online-distill: {exc}", file=sys.stderr)
+        return 2
+    print(f"rolled back from v{before} to v{target}; replicas switch within "
+          "serve.poll_interval_s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
     from online_distill.tasks.teacher_training import TeacherRecipe
@@ -149,6 +212,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", "--config", "-f", dest="file", default=None)
     p.add_argument("overrides", nargs="*", metavar="a.b.c=value")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("versions", help="list kept student versions, their gate scores and "
+                       "which one is served")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--file", "--config", "-f", dest="file", default=None)
+    p.add_argument("overrides", nargs="*", metavar="a.b.c=value")
+    p.set_defaults(func=_cmd_versions)
+
+    p = sub.add_parser("promote", help="serve version V now (bypasses the gate)")
+    p.add_argument("--file", "--config", "-f", dest="file", default=None)
+    p.add_argument("rest", nargs="*", metavar="V [a.b.c=value ...]",
+                   help="a kept version number (see `versions`), then dotted overrides")
+    p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("rollback", help="serve the previously served version (or V)")
+    p.add_argument("--file", "--config", "-f", dest="file", default=None)
+    p.add_argument("rest", nargs="*", metavar="[V] [a.b.c=value ...]",
+                   help="version to return to (default: the one served before the current), "
+                   "then dotted overrides")
+    p.set_defaults(func=_cmd_rollback)
 
     p = sub.add_parser("demo-teacher",
                        help="train the demo teacher from scratch (about 40 min on 2 cores)")

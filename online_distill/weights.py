@@ -5,11 +5,20 @@ Layout under the store's root::
     v000001/                  one version: config.json, model.safetensors, tokenizer files,
         manifest.json         version, parent, learner step, stream offsets, metrics, created_at
     v000002/
-    PROMOTED                  the version to serve (written atomically by ``promote``)
+    PROMOTED                  the version to serve and when it takes effect: "<version> <unix s>"
+    promotions.jsonl          every change of PROMOTED: version, previous, reason, by, at
+    v000002/gate.json         the evaluation gate's verdict on a version (scores, reasons)
 
 Publishing is atomic: the folder is written beside (``.tmp-v...``), every file fsynced, then
 renamed into place, so a reader never sees a half-written version. Loading never unpickles:
-``save_pretrained`` writes safetensors.
+``save_pretrained`` writes safetensors and :meth:`LocalWeightsStore.load` reads only
+safetensors (``use_safetensors=True``), so a planted pickle file is an error, not code run.
+
+``PROMOTED`` is the single source of truth for what is served; ``promotions.jsonl`` is the
+history that ``rollback`` walks back through. A promotion takes effect ``swap_delay_s``
+after it is written: every Serve replica loads the new version in the meantime and switches
+at that same moment, so a client never sees the version go backwards by being routed from a
+replica that switched to one that has not.
 """
 
 from __future__ import annotations
@@ -23,12 +32,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
 
 from online_distill.checkpoint import commit_dir, write_atomic
+from online_distill.config import Config
 
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 PROMOTED = "PROMOTED"
+HISTORY = "promotions.jsonl"
+VERDICT = "gate.json"
 
 
 @dataclass(frozen=True)
@@ -56,13 +74,18 @@ class WeightsStore(Protocol):
 
     def path(self, version: int) -> Path: ...
 
+    def promoted(self) -> int | None: ...
+
+    def promote(self, version: int, reason: str = "gate", by: str = "gate") -> None: ...
+
 
 class LocalWeightsStore:
     """A :class:`WeightsStore` in a local (or mounted) directory."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, swap_delay_s: float = 0.0) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.swap_delay_s = swap_delay_s
 
     def versions(self) -> list[int]:
         """Published versions, oldest first."""
@@ -102,18 +125,89 @@ class LocalWeightsStore:
 
     def promoted(self) -> int | None:
         """The version the serving side should load, or None before the first promotion."""
-        pointer = self.root / PROMOTED
-        if not pointer.is_file():
-            return None
-        text = pointer.read_text().strip()
-        return int(text) if text.isdigit() else None
+        return self.promotion()[0]
 
-    def promote(self, version: int) -> None:
-        """Point PROMOTED at ``version`` atomically (readers see the old or the new value)."""
+    def promotion(self) -> tuple[int | None, float]:
+        """(promoted version, unix time it takes effect); (None, 0) before any promotion."""
+        try:
+            fields = (self.root / PROMOTED).read_text().split()
+        except FileNotFoundError:
+            return None, 0.0
+        if not fields or not fields[0].isdigit():
+            return None, 0.0
+        return int(fields[0]), float(fields[1]) if len(fields) > 1 else 0.0
+
+    def promote(self, version: int, reason: str = "gate", by: str = "gate") -> None:
+        """Point PROMOTED at ``version`` atomically (readers see the old or the new value),
+        then append the change to the promotion history."""
         if version not in self.versions():
             raise ValueError(f"version {version} is not in {self.root}; "
                              f"published versions: {self.versions()}")
-        write_atomic(self.root / PROMOTED, f"{version}\n".encode())
+        previous = self.promoted()
+        now = time.time()
+        effective = now + self.swap_delay_s
+        write_atomic(self.root / PROMOTED, f"{version} {effective:.3f}\n".encode())
+        entry = {"version": version, "previous": previous, "reason": reason, "by": by,
+                 "at": now, "effective_at": effective}
+        with open(self.root / HISTORY, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every promotion, oldest first (a torn last line after a crash is skipped)."""
+        path = self.root / HISTORY
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def rollback_target(self) -> int | None:
+        """The version served before the current one that still exists, or None.
+
+        Walks the history backwards past the current version and past every version that
+        was itself rolled back from, so repeated rollbacks keep going back in time.
+        """
+        current = self.promoted()
+        history = self.history()
+        rolled_back = {h["previous"] for h in history if h.get("reason") == "rollback"}
+        existing = set(self.versions())
+        for entry in reversed(history):
+            v = entry["version"]
+            if v != current and v not in rolled_back and v in existing:
+                return v
+        return None
+
+    def rollback(self, version: int | None = None, by: str = "operator") -> int:
+        """Serve ``version`` (default: the previously served one); returns the version."""
+        target = self.rollback_target() if version is None else version
+        if target is None:
+            raise ValueError(f"nothing to roll back to in {self.root}: no earlier promoted "
+                             f"version is still kept (versions: {self.versions()})")
+        self.promote(target, reason="rollback", by=by)
+        return target
+
+    def record_verdict(self, version: int, verdict: dict[str, Any]) -> None:
+        """Store the gate's verdict beside the version (atomically)."""
+        write_atomic(self.path(version) / VERDICT, json.dumps(verdict, indent=2).encode())
+
+    def verdict(self, version: int) -> dict[str, Any] | None:
+        path = self.path(version) / VERDICT
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def load(self, version: int, device: str = "cpu"
+             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """Load a version for inference: safetensors only, eval mode."""
+        path = str(self.path(version))
+        hf_logging.disable_progress_bar()  # a bar per swap would flood the replicas' logs
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True).to(device)
+        model.eval()
+        return model, AutoTokenizer.from_pretrained(path)
 
     def prune(self, keep: int, protect: set[int] | None = None) -> list[int]:
         """Delete all but the newest ``keep`` versions; never the promoted one nor ``protect``."""
@@ -126,3 +220,8 @@ class LocalWeightsStore:
 
     def manifests(self) -> list[dict[str, Any]]:
         return [asdict(self.manifest(v)) for v in self.versions()]
+
+
+def store_for(cfg: Config) -> LocalWeightsStore:
+    """The store a config names, with its promotions' swap delay."""
+    return LocalWeightsStore(cfg.gate.weights_dir, swap_delay_s=cfg.serve.swap_delay_s)

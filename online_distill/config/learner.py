@@ -195,8 +195,15 @@ class GateConfig:
     """Largest drop in probe score (a fraction, e.g. exact-match accuracy) still promoted;
     a bigger regression is refused and the serving version stays."""
 
+    nll_tolerance: float = 0.1
+    """Largest relative rise in a probe's NLL per token still promoted (0.1 = 10% worse);
+    catches damaged weights that exact-match alone might not see."""
+
     probe_size: int = 200
     """Prompts in the fixed held-out probe set scored for every candidate version."""
+
+    min_probe_examples: int = 20
+    """A held-out live probe is scored only once it holds at least this many examples."""
 
     rolling_probe_size: int = 200
     """Recent held-out live prompts also scored, so the gate follows drifting traffic."""
@@ -213,7 +220,9 @@ class GateConfig:
     def __post_init__(self) -> None:
         normalize_fields(self)
         check_range(self, "tolerance", ge=0, le=1, fix="a typical value is 0.01")
+        check_range(self, "nll_tolerance", ge=0, fix="a typical value is 0.1")
         check_range(self, "probe_size", ge=1, fix="a typical value is 200")
+        check_range(self, "min_probe_examples", ge=1, fix="a typical value is 20")
         check_range(self, "rolling_probe_size", ge=0, fix="0 turns the rolling probe off")
         check_range(self, "rolling_holdout_share", ge=0, le=0.5, fix="a typical value is 0.02")
         if self.rolling_probe_size > 0 and self.rolling_holdout_share == 0:

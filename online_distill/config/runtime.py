@@ -58,6 +58,9 @@ class ServeConfig:
     num_cpus: float = 0.25
     """CPUs Ray reserves for each replica."""
 
+    device: str = "cpu"
+    """Device each replica runs the student on: cpu, cuda or cuda:N."""
+
     max_batch_size: int = 16
     """Most requests one replica batches into a single forward pass."""
 
@@ -65,7 +68,7 @@ class ServeConfig:
     """How long a replica waits to fill a batch; adds at most this much latency."""
 
     max_tokens_cap: int = 64
-    """Upper bound on a request's max_tokens; larger requests are clipped to it."""
+    """Upper bound on a request's max_tokens; a larger request gets HTTP 400 saying so."""
 
     max_prompt_chars: int = 2048
     """Longest prompt accepted; longer requests get HTTP 400."""
@@ -82,6 +85,11 @@ class ServeConfig:
 
     poll_interval_s: float = 0.25
     """How often each replica checks the promoted-version pointer for a new version."""
+
+    swap_delay_s: float = 0.5
+    """A promotion takes effect this long after it is written: every replica loads the new
+    version meanwhile and all switch at the same moment, so a client's versions never go
+    backwards across replicas. Keep it above poll_interval_s plus a model load."""
 
     def __post_init__(self) -> None:
         normalize_fields(self)
@@ -101,6 +109,7 @@ class ServeConfig:
         )
         check_range(self, "max_concurrency", ge=1, fix="a typical value is 32")
         check_range(self, "poll_interval_s", gt=0, le=60, fix="a typical value is 0.25")
+        check_range(self, "swap_delay_s", ge=0, le=600, fix="a typical value is 0.5")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,8 @@
 :meth:`LearnerStage.run_once`:
 
 1. poll labeled-example records; decode them (malformed ones are dead-lettered) and drop
-   prompt ids seen before (at-least-once delivery; counted as duplicates);
+   prompt ids seen before (at-least-once delivery; counted as duplicates) and the prompts
+   held out for the evaluation gate (:func:`online_distill.holdout.held_out`);
 2. when ``learner.batch_size`` fresh examples wait (or fewer have waited ``max_wait_s``),
    take one step on them, topped up from the replay buffer;
 3. every ``checkpoint_every_steps`` steps write a checkpoint whose ``progress`` holds the
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from online_distill.config import LearnerConfig
+from online_distill.holdout import held_out
 from online_distill.learner import Learner, StepStats
 from online_distill.messages import LabeledExample
 from online_distill.stages.offsets import OffsetTracker, offsets_from_json, offsets_to_json
@@ -50,6 +52,8 @@ class LearnerStageStats:
     polled: int = 0
     fresh_trained: int = 0
     duplicates: int = 0
+    held_out: int = 0
+    """Examples kept out of training for the evaluation gate's rolling probe."""
     checkpoints: int = 0
     published: int = 0
     last_step: StepStats | None = None
@@ -73,6 +77,7 @@ class LearnerStage:
         max_wait_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         audit_path: str | Path | None = None,
+        holdout_share: float = 0.0,
     ) -> None:
         self.source, self.learner, self.cfg = source, learner, cfg
         self.dead_letters, self.dl_sink = dead_letters, dead_letter_sink
@@ -87,7 +92,10 @@ class LearnerStage:
         self._pending_since: float | None = None
         self._seek: dict[Partition, int] = {}
         self.stats = LearnerStageStats()
+        self.holdout_share = holdout_share
         self.trained_ids: list[str] = []
+        self.prompt_times: list[float] = []
+        """When each prompt trained since the last publish entered the stream (unix s)."""
         """Prompt ids trained as fresh data by this instance, in order."""
         # The audit log survives restarts: one line "<step> <prompt id>" per fresh example,
         # so an operator (or a test) can tell which prompts trained which step.
@@ -119,6 +127,9 @@ class LearnerStage:
                                        self.max_message_bytes)
             if ex is None:
                 self.tracker.done(rec)  # safe once the dead letter is flushed (step 4)
+            elif held_out(ex.prompt_id, self.holdout_share):
+                self.stats.held_out += 1  # the gate's probe: never trained on
+                self.tracker.done(rec)
             elif self.replay.seen(ex.prompt_id) or any(
                     p.prompt_id == ex.prompt_id for _, p in self.pending):
                 self.stats.duplicates += 1
@@ -141,6 +152,7 @@ class LearnerStage:
             self.replay.add(ex)
             self.tracker.done(rec)
             self.trained_ids.append(ex.prompt_id)
+            self.prompt_times.append(ex.prompt_created_at or ex.created_at)
         if self._audit is not None:
             self._audit.write("".join(f"{self.learner.step} {ex.prompt_id}\n" for ex in fresh))
             self._audit.flush()
@@ -155,6 +167,7 @@ class LearnerStage:
         if self.publisher is not None and self.learner.step % self.cfg.publish_every_steps == 0:
             self.publisher(self.learner)
             self.stats.published += 1
+            self.prompt_times = []
         return stats
 
     def checkpoint(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,28 @@ def test_console_script_is_installed() -> None:
     assert exe.exists(), "pip install -e . should install the online-distill script"
     proc = subprocess.run([str(exe), "config", "learner.lr=-1"], capture_output=True, text=True)
     assert proc.returncode == 2 and "learner.lr" in proc.stderr
+
+
+def test_versions_promote_and_rollback_work_on_a_store(tmp_path, capsys) -> None:
+    from online_distill.weights import LocalWeightsStore
+    from tests.unit.test_learner import TOKENIZER, tiny_model
+
+    store = LocalWeightsStore(tmp_path / "w")
+    for step in (10, 20, 30):
+        store.publish(tiny_model(5), TOKENIZER, learner_step=step)
+    store.record_verdict(2, {"decision": "refused", "scores": {"head": {"exact_match": 0.25}},
+                             "reasons": ["head/exact_match 0.2500 < 0.5000 - 0.01"]})
+    where = f"gate.weights_dir={tmp_path / 'w'}"
+    assert main(["promote", "1", where]) == 0
+    assert main(["promote", "v3", where]) == 0 and store.promoted() == 3
+    assert main(["promote", "9", where]) == 2
+    assert "version 9 is not in" in capsys.readouterr().err
+    assert main(["rollback", where]) == 0 and store.promoted() == 1
+    assert "rolled back from v3 to v1" in capsys.readouterr().out
+    assert main(["versions", where]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["version", "step", "age", "head"]
+    assert lines[1].split()[:2] == ["v1", "10"] and "*" in lines[1].split()
+    assert "25.0%" in lines[2] and "refused" in lines[2] and "head/exact_match" in lines[2]
+    assert main(["versions", "--json", where]) == 0
+    assert [r["promoted"] for r in json.loads(capsys.readouterr().out)] == [True, False, False]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from online_distill.config import LearnerConfig, TeacherConfig
+from online_distill.holdout import held_out
 from online_distill.learner import Learner
 from online_distill.messages import LabeledExample, PromptMessage, decode, encode
 from online_distill.stages.learner_stage import LearnerStage
@@ -132,7 +133,8 @@ def labeled_log(backend, n: int) -> tuple[MemoryLog, list[str]]:
     return log, ids
 
 
-def learner_stage(log: MemoryLog, tmp_path, clock, **cfg) -> LearnerStage:
+def learner_stage(log: MemoryLog, tmp_path, clock, holdout_share: float = 0.0, **cfg
+                  ) -> LearnerStage:
     lcfg = LearnerConfig(**{"batch_size": 8, "device": "cpu", "warmup_steps": 1,
                             "checkpoint_every_steps": 1, "checkpoint_dir": str(tmp_path),
                             "publish_every_steps": 2, **cfg})
@@ -140,7 +142,7 @@ def learner_stage(log: MemoryLog, tmp_path, clock, **cfg) -> LearnerStage:
     return LearnerStage(MemorySource(log, [LABELS], group="learner"),
                         Learner(tiny_model(1), lcfg, pad_id=0), lcfg,
                         DeadLetterWriter(sink, DLQ, "learner"), sink, publisher=lambda lr: None,
-                        max_wait_s=1.0, clock=clock)
+                        max_wait_s=1.0, clock=clock, holdout_share=holdout_share)
 
 
 def test_learner_trains_every_example_once_and_resumes_exactly(backend, tmp_path) -> None:
@@ -193,3 +195,18 @@ def test_learner_stops_training_at_max_steps(backend, tmp_path) -> None:
     for _ in range(5):
         stage.run_once(poll_timeout_s=0.0)
     assert stage.learner.step == 2 and stage.stats.fresh_trained == 16
+
+
+def test_learner_never_trains_held_out_prompts_but_commits_them(backend, tmp_path) -> None:
+    log, ids = labeled_log(backend, 40)
+    held = {i for i in ids if held_out(i, 0.3)}
+    assert 0 < len(held) < len(ids)
+    now = [0.0]
+    stage = learner_stage(log, tmp_path, clock=lambda: now[0], holdout_share=0.3)
+    for _ in range(8):
+        now[0] += 2.0
+        stage.run_once(poll_timeout_s=0.0)
+    stage.checkpoint()
+    assert sorted(stage.trained_ids) == sorted(set(ids) - held)
+    assert stage.stats.held_out == len(held)
+    assert sum(log.committed["learner"].values()) == len(ids)

@@ -48,3 +48,26 @@ def test_promote_is_atomic_and_prune_keeps_the_promoted_version(tmp_path) -> Non
     assert store.versions() == [2, 4] and store.promoted() == 2
     with pytest.raises(ValueError, match="version 7 is not in"):
         store.promote(7)
+
+
+def test_rollback_walks_back_through_promotions_and_load_reads_only_safetensors(tmp_path
+                                                                               ) -> None:
+    import pytest
+
+    store = LocalWeightsStore(tmp_path)
+    for step in range(4):
+        store.publish(tiny_model(4), TOKENIZER, learner_step=step)
+    with pytest.raises(ValueError, match="nothing to roll back to"):
+        store.rollback()
+    for v in (1, 2, 3):
+        store.promote(v)
+    assert store.rollback() == 2 and store.promoted() == 2
+    assert store.rollback() == 1  # 3 and 2 were both rolled back from
+    assert [(h["version"], h["reason"]) for h in store.history()] == [
+        (1, "gate"), (2, "gate"), (3, "gate"), (2, "rollback"), (1, "rollback")]
+    assert store.rollback(4) == 4 and store.history()[-1]["previous"] == 1
+    model, tok = store.load(4)
+    assert not model.training and tok.pad_token_id == 0
+    (store.path(4) / "model.safetensors").rename(store.path(4) / "pytorch_model.bin")
+    with pytest.raises(OSError):
+        store.load(4)  # a pickle file is never read

@@ -1,0 +1,129 @@
+"""The Ray Serve application: the promoted student behind an OpenAI-compatible API.
+
+Routes (FastAPI, so ``/openapi.json`` and ``/docs`` are served too):
+``POST /v1/completions``, ``GET /v1/models``, ``GET /healthz``. Each replica watches the
+weights store's PROMOTED pointer itself (a Serve handle call reaches one replica, so a
+broadcast would miss the others) and hot-swaps in place (:mod:`online_distill.serving.swap`).
+Concurrent requests are decoded together by ``@serve.batch``.
+
+No ``from __future__ import annotations`` here: Serve's ingress re-creates the route
+methods, and FastAPI must see the real ``Request`` class in their signatures.
+"""
+
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from online_distill.config import Config, config_from_dict
+from online_distill.serving.schemas import Completion, CompletionRequest, ErrorBody, ModelList
+from online_distill.serving.service import CompletionService, Item, run_items
+from online_distill.serving.swap import ModelSlot, Watcher
+from online_distill.serving.validation import ApiError, ServingLimits
+from online_distill.weights import store_for
+
+APP_NAME = "online-distill"
+app = FastAPI(
+    title="online-distill student",
+    description="The always-fresh distilled student, served with an OpenAI-compatible "
+                "subset of the completions API. Every response names the served version "
+                "(the `version` field and the `X-Model-Version` header).",
+)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in ((400, "invalid request (the message says what to change)"),
+                       (404, "unknown model name"), (413, "request body too large"),
+                       (503, "no student version promoted yet"))
+}
+_REQUEST_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": CompletionRequest.model_json_schema()}}}}
+
+
+def limits_of(cfg: Config) -> ServingLimits:
+    s = cfg.serve
+    return ServingLimits(max_tokens_cap=s.max_tokens_cap, max_prompt_chars=s.max_prompt_chars,
+                         max_body_bytes=s.max_body_bytes)
+
+
+def _json(answer: tuple[int, dict[str, Any], dict[str, str]]) -> JSONResponse:
+    status, body, headers = answer
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@serve.deployment(name="student")
+@serve.ingress(app)
+class StudentServer:
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = config_from_dict(cfg)
+        s = self.cfg.serve
+        torch.set_num_threads(1)
+        store = store_for(self.cfg)
+        self.slot = ModelSlot(store, s.served_model_name, device=s.device)
+        self.slot.refresh()
+        self.watcher = Watcher(self.slot.refresh, s.poll_interval_s)
+        self.service = CompletionService(self.slot, limits_of(self.cfg), s.served_model_name)
+        self._batched.set_max_batch_size(s.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _batched(self, items: list[Item]) -> list[dict[str, Any] | ApiError]:
+        import asyncio
+
+        return await asyncio.to_thread(run_items, self.slot, items)
+
+    async def _run(self, item: Item) -> dict[str, Any]:
+        result = await self._batched(item)
+        if isinstance(result, ApiError):
+            raise result
+        return result
+
+    @app.post("/v1/completions", response_model=Completion, responses=_ERRORS,
+              openapi_extra=_REQUEST_BODY)
+    async def completions(self, request: Request) -> JSONResponse:
+        """Complete one prompt or a list of prompts (OpenAI's completions API subset)."""
+        return _json(await self.service.complete(await request.body(), self._run))
+
+    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS)
+    def models(self) -> JSONResponse:
+        """The served model (one), with its version."""
+        return _json(self.service.models())
+
+    @app.get("/healthz")
+    def healthz(self) -> JSONResponse:
+        """200 with the served version once one is loaded; 503 before the first promotion."""
+        return _json(self.service.health())
+
+    def swap_stats(self) -> dict[str, Any]:
+        st = self.slot.stats
+        return {"version": self.slot.version, "swaps": st.swaps,
+                "last_load_seconds": st.last_load_seconds, "last_swap_at": st.last_swap_at,
+                "last_swap_lateness_s": st.last_swap_lateness_s,
+                "failed_loads": st.failed_loads}
+
+    def __del__(self) -> None:
+        self.watcher.stop()
+
+
+def student_app(cfg: Config) -> Any:
+    """The bound Serve application for ``serve.run``."""
+    s = cfg.serve
+    from online_distill.config import config_to_dict
+
+    return StudentServer.options(
+        num_replicas=s.num_replicas, max_ongoing_requests=s.max_concurrency,
+        ray_actor_options={"num_cpus": s.num_cpus},
+    ).bind(config_to_dict(cfg))
+
+
+def start_serving(cfg: Config) -> str:
+    """Start Serve's HTTP proxy on serve.host:port and deploy the app; returns the base URL."""
+    s = cfg.serve
+    serve.start(http_options={"host": s.host, "port": s.port})
+    serve.run(student_app(cfg), name=APP_NAME, route_prefix="/")
+    return f"http://{s.host}:{s.port}"
+
+
+def stop_serving() -> None:
+    serve.shutdown()

@@ -1,0 +1,116 @@
+"""Probe sets the evaluation gate scores every candidate on.
+
+A probe returns named metrics; :data:`HIGHER_IS_BETTER` says which way each one points.
+
+- :class:`TaskProbe`: a task's own problems with a checker (the demo's head and tail sets):
+  greedy ``exact_match`` and the ``nll`` per token of the reference answers.
+- :class:`LabelProbe`: held-out live labeled examples (any task): ``agreement``, the share of
+  teacher pseudo-target tokens that are the student's argmax under teacher forcing, and
+  ``nll``, the student's negative log-likelihood per token of those pseudo-targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from online_distill.messages import LabeledExample
+from online_distill.tasks.arithmetic import Problem
+from online_distill.tasks.evaluate import exact_match_by_kind
+
+HIGHER_IS_BETTER: dict[str, bool] = {"exact_match": True, "agreement": True, "nll": False}
+
+
+class Probe(Protocol):
+    name: str
+
+    def ready(self) -> bool:
+        """Whether the probe has enough examples to be scored."""
+        ...
+
+    def fingerprint(self) -> str:
+        """Changes whenever the probe's content changes (scores are cached by it)."""
+        ...
+
+    def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+              ) -> dict[str, float]: ...
+
+
+@torch.no_grad()
+def teacher_forced(model: PreTrainedModel, sequences: Sequence[tuple[list[int], list[int]]],
+                   pad_id: int, batch_size: int = 64) -> dict[str, float]:
+    """Agreement and NLL per token of each (prompt ids, target ids) pair's target tokens."""
+    device = next(model.parameters()).device
+    agree, nll, count = 0.0, 0.0, 0
+    for start in range(0, len(sequences), batch_size):
+        chunk = [(p, t) for p, t in sequences[start : start + batch_size] if t]
+        if not chunk:
+            continue
+        width = max(len(p) + len(t) for p, t in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        target = torch.zeros_like(ids, dtype=torch.bool)  # positions whose token is a target
+        for row, (p, t) in enumerate(chunk):
+            ids[row, : len(p) + len(t)] = torch.tensor(p + t)
+            mask[row, : len(p) + len(t)] = 1
+            target[row, len(p) : len(p) + len(t)] = True
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()  # (B, W-1, V)
+        labels, where = ids[:, 1:], target[:, 1:]  # (B, W-1)
+        token_logp = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # (B, W-1)
+        agree += (logp.argmax(-1) == labels)[where].float().sum().item()
+        nll -= token_logp[where].sum().item()
+        count += int(where.sum().item())
+    if count == 0:
+        return {"agreement": 0.0, "nll": float("inf")}
+    return {"agreement": agree / count, "nll": nll / count}
+
+
+class TaskProbe:
+    """A task's fixed problems: greedy exact-match and NLL of the reference answers."""
+
+    def __init__(self, name: str, problems: Sequence[Problem]) -> None:
+        self.name = name
+        self.problems = list(problems)
+
+    def ready(self) -> bool:
+        return bool(self.problems)
+
+    def fingerprint(self) -> str:
+        return f"{self.name}:{len(self.problems)}"
+
+    def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+              ) -> dict[str, float]:
+        em = exact_match_by_kind(model, tokenizer, self.problems)["all"]  # type: ignore[arg-type]
+        pairs = []  # the demo model ends a line with "\n", its end-of-sequence token
+        for p in self.problems:
+            prompt = tokenizer(p.prompt).input_ids
+            answer = tokenizer(p.answer + "\n", add_special_tokens=False).input_ids
+            pairs.append((list(prompt), list(answer)))
+        forced = teacher_forced(model, pairs, pad_id=int(tokenizer.pad_token_id or 0))
+        return {"exact_match": em, "nll": forced["nll"]}
+
+
+class LabelProbe:
+    """Held-out live examples scored against their first pseudo-target."""
+
+    def __init__(self, name: str, examples: Callable[[], Sequence[LabeledExample]],
+                 generation: Callable[[], int], min_examples: int = 20) -> None:
+        self.name = name
+        self.examples, self.generation = examples, generation
+        self.min_examples = min_examples
+
+    def ready(self) -> bool:
+        return len(self.examples()) >= self.min_examples
+
+    def fingerprint(self) -> str:
+        return f"{self.name}:{self.generation()}:{len(self.examples())}"
+
+    def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+              ) -> dict[str, float]:
+        pairs = [(list(ex.prompt_token_ids), list(ex.pseudo_targets[0].token_ids))
+                 for ex in self.examples()]
+        return teacher_forced(model, pairs, pad_id=int(tokenizer.pad_token_id or 0))

@@ -1,0 +1,112 @@
+"""Pydantic models of the subset of OpenAI's completions API that the student server speaks.
+
+Request fields carry plain types only (no range constraints): pydantic rejects wrong types,
+and :func:`online_distill.serving.validation.validate_request` checks values against the
+server's limits so that every rejection explains what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CompletionRequest(BaseModel):
+    """Body of ``POST /v1/completions``.
+
+    ``presence_penalty``, ``frequency_penalty``, ``best_of``, ``logit_bias`` and ``suffix``
+    are OpenAI fields this server accepts only at their neutral values; ``user`` is accepted
+    and ignored. Any other unknown field is rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    prompt: str | list[str]
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    logprobs: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    echo: bool = False
+    stream: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    best_of: int | None = None
+    logit_bias: dict[str, float] | None = None
+    suffix: str | None = None
+    user: str | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """Per generated token: its text, log-probability, top alternatives and text offset."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    """One completion of one prompt."""
+
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: Literal["stop", "length"]
+
+
+class CompletionUsage(BaseModel):
+    """Token counts of one request."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Completion(BaseModel):
+    """Response of ``POST /v1/completions``, plus ``version``: the student version served."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage
+    version: int
+
+
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models``, plus ``version``: the student version served."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "online-distill"
+    version: int
+
+
+class ModelList(BaseModel):
+    """Response of ``GET /v1/models``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard] = Field(default_factory=list)
+
+
+class ErrorDetail(BaseModel):
+    """The inner object of an OpenAI error response."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error response: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    error: ErrorDetail
