@@ -44,6 +44,7 @@ typecheck: $(STAMP)
 # teacher; stops after DURATION seconds (0 = until Ctrl-C) and prints a summary.
 DURATION ?= 420
 demo: $(STAMP)
+	rm -rf runs/demo  # a fresh story each time: the in-memory broker starts empty too
 	$(BIN)/online-distill up --file deploy/demo.yaml --duration $(DURATION)
 
 # Rebuild the shipped teacher from scratch (about 40 minutes on 2 cores).

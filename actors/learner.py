@@ -15,13 +15,19 @@ from online_distill.actors.common import (
 )
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from online_distill.config import config_from_dict
+from online_distill.config import Config, config_from_dict
 from online_distill.learner import Learner
-from online_distill.stages.learner_stage import LearnerStage
+from online_distill.stages.learner_stage import LearnerStage, prompt_time_metrics
 from online_distill.stages.offsets import offsets_to_json
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
 from online_distill.teachers.hf import HFTeacher
 from online_distill.weights import store_for
+
+
+def holdout_share(cfg: Config) -> float:
+    """Share of prompts kept out of training for the gate's rolling probe (0: none)."""
+    g = cfg.gate
+    return g.rolling_holdout_share if g.enabled and g.rolling_probe_size > 0 else 0.0
 
 
 @ray.remote
@@ -48,7 +54,8 @@ class LearnerActor:
                                   DeadLetterWriter(self.sink, k.dead_letter_topic, "learner"),
                                   self.sink, publisher=self._publish,
                                   max_message_bytes=k.max_message_bytes,
-                                  audit_path=ensure_dir(self.cfg.run_dir) / "trained_ids.log")
+                                  audit_path=ensure_dir(self.cfg.run_dir) / "trained_ids.log",
+                                  holdout_share=holdout_share(self.cfg))
         if lc.resume:  # else the student starts fresh from student_model
             self.stage.resume()
         self.published: list[int] = []
@@ -57,6 +64,7 @@ class LearnerActor:
     def _publish(self, learner: Learner) -> None:
         last = self.stage.stats.last_step
         metrics = {"loss": last.loss} if last else {}
+        metrics.update(prompt_time_metrics(self.stage.prompt_times))
         offsets = offsets_to_json(self.stage.tracker.committable())
         manifest = self.store.publish(learner.model, self.tokenizer, learner.step, offsets,
                                       metrics)
@@ -65,6 +73,7 @@ class LearnerActor:
     def stats(self) -> dict[str, Any]:
         s, last = self.stage.stats, self.stage.stats.last_step
         return {"step": self.learner.step, "skipped_steps": self.learner.skipped_steps,
+                "held_out": s.held_out,
                 "loss": last.loss if last else None, "fresh_trained": s.fresh_trained,
                 "duplicates": s.duplicates, "checkpoints": s.checkpoints,
                 "published": list(self.published), "pending": len(self.stage.pending),

@@ -64,6 +64,8 @@ class StudentServer:
         self.slot.refresh()
         self.watcher = Watcher(self.slot.refresh, s.poll_interval_s)
         self.service = CompletionService(self.slot, limits_of(self.cfg), s.served_model_name)
+        # Which replica answered (X-Replica): benchmarks time each replica's swap with it.
+        self.service.replica = serve.get_replica_context().replica_id.unique_id
         self._batched.set_max_batch_size(s.max_batch_size)
         self._batched.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
 

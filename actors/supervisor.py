@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from online_distill.actors.gate import GateActor
 from online_distill.actors.learner import LearnerActor
 from online_distill.actors.teacher import TeacherActor
 
@@ -29,7 +30,9 @@ class Loop:
     bootstrap: str
     teachers: list[Any] = field(default_factory=list)
     learner: Any = None
+    gate: Any = None
     broker: EmbeddedBroker | None = None
+    serve_url: str | None = None
 
 
 class Supervisor:
@@ -67,7 +70,14 @@ class Supervisor:
         ]
         learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, max_restarts=-1,
                                        name="learner").remote(plain, bootstrap, self.threads)
-        self.loop = Loop(bootstrap, teachers, learner, broker)
+        gate = GateActor.options(num_cpus=cfg.gate.num_cpus, max_restarts=-1,
+                                 name="gate").remote(plain, bootstrap, self.threads)
+        self.loop = Loop(bootstrap, teachers, learner, gate, broker)
+        if cfg.serve.enabled:
+            from online_distill.actors.serve import start_serving
+
+            self.loop.serve_url = start_serving(cfg)
+            log.info("serving the promoted student at %s/v1/completions", self.loop.serve_url)
         return self.loop
 
     def snapshot(self, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -75,6 +85,7 @@ class Supervisor:
         assert self.loop is not None
         refs = {f"teacher-{i}": a.stats.remote() for i, a in enumerate(self.loop.teachers)}
         refs["learner"] = self.loop.learner.stats.remote()
+        refs["gate"] = self.loop.gate.stats.remote()
         out: dict[str, Any] = {}
         # One wait over all refs: an actor in restart must not stall the status line.
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
@@ -89,13 +100,17 @@ class Supervisor:
         """Stop the actors (teachers flush and commit, the learner checkpoints), then Ray."""
         if self.loop is None:
             return
-        handles = [*self.loop.teachers, self.loop.learner]
+        handles = [*self.loop.teachers, self.loop.learner, self.loop.gate]
         try:
             ray.wait([h.stop.remote() for h in handles], num_returns=len(handles),
                      timeout=timeout_s)
         finally:
             for h in handles:
                 ray.kill(h, no_restart=True)
+            if self.loop.serve_url:
+                from online_distill.actors.serve import stop_serving
+
+                stop_serving()
             if self.loop.broker is not None:
                 self.loop.broker.stop()
             self.loop = None

@@ -15,25 +15,41 @@ from online_distill.config import Config
 from online_distill.producer import DemoTrafficThread
 from online_distill.streams import KafkaSink
 from online_distill.tasks.traffic import DemoTraffic
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights import LocalWeightsStore, store_for
 
 log = logging.getLogger("online_distill.up")
 
 
 class ProbeWatcher:
-    """Scores the newest published student on the demo head/tail probes, when it changes."""
+    """The served (promoted) student's head/tail exact-match and freshness.
+
+    Scores come from the gate's verdict on the version (it scored them already); a version
+    promoted by hand or with the gate off is scored here.
+    """
 
     def __init__(self, store: LocalWeightsStore, size: int = 100) -> None:
         self.store, self.size = store, size
         self.version: int | None = None
         self.scores: dict[str, float] = {}
+        self.newest_prompt_at: float | None = None
 
     def refresh(self) -> None:
-        latest = self.store.latest()
-        if latest is None or latest == self.version:
+        served = self.store.promoted()
+        if served is None or served == self.version:
             return
-        self.scores = score_model(str(self.store.path(latest)), self.size)
-        self.version = latest
+        try:
+            verdict = self.store.verdict(served) or {}
+            scores = {p: m["exact_match"] for p, m in verdict.get("scores", {}).items()
+                      if "exact_match" in m}
+            self.scores = scores or score_model(str(self.store.path(served)), self.size)
+            self.newest_prompt_at = self.store.manifest(served).metrics.get("prompt_newest_at")
+        except FileNotFoundError:  # pruned or rolled over meanwhile: next time
+            return
+        self.version = served
+
+    def freshness_s(self) -> float | None:
+        """Seconds since the newest prompt the served student trained on entered the stream."""
+        return None if self.newest_prompt_at is None else time.time() - self.newest_prompt_at
 
 
 def score_model(path: str, size: int) -> dict[str, float]:
@@ -57,11 +73,15 @@ def status_line(elapsed: float, sent: int, snap: dict[str, Any], probe: ProbeWat
     prev.update(t=elapsed, sent=sent, labeled=labeled)
     loss = learner.get("loss")
     acc = " ".join(f"{k}={v:.0%}" for k, v in probe.scores.items()) or "-"
+    fresh = probe.freshness_s()
+    gate = snap.get("gate", {}).get("counts", {})
     restarting = [k for k, v in snap.items() if "error" in v]
     return (f"[{elapsed:6.0f}s] in {rate_in:5.1f}/s  labeled {labeled} ({rate_lab:5.1f}/s)  "
             f"lag prompts {lag} labels {learner.get('lag', '-')}  step {learner.get('step', '-')} "
             f"loss {loss if loss is None else round(loss, 4)}  "
-            f"student v{probe.version or '-'} {acc}"
+            f"served v{probe.version or '-'} {acc} fresh "
+            f"{'-' if fresh is None else f'{fresh:.0f}s'} "
+            f"(promoted {gate.get('promoted', 0)} refused {gate.get('refused', 0)})"
             + (f"  restarting: {','.join(restarting)}" if restarting else ""))
 
 
@@ -80,11 +100,13 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
         gen = DemoTraffic(d.traffic_mix, d.drift_mix, d.drift_after_prompts, seed=d.seed)
         traffic = DemoTrafficThread(KafkaSink(cfg.kafka, loop.bootstrap, "demo-traffic"),
                                     cfg.kafka.prompts_topic, gen, d.traffic_rate_per_s).start()
-    probe = ProbeWatcher(LocalWeightsStore(cfg.gate.weights_dir))
+    probe = ProbeWatcher(store_for(cfg))
     start, prev = time.monotonic(), {}
     snap: dict[str, Any] = {}
     print(f"online-distill up: broker {loop.bootstrap}, {len(loop.teachers)} teacher(s), "
-          f"weights in {cfg.gate.weights_dir}; Ctrl-C stops", flush=True)
+          f"weights in {cfg.gate.weights_dir}"
+          + (f", serving {loop.serve_url}/v1/completions" if loop.serve_url else "")
+          + "; Ctrl-C stops", flush=True)
     try:
         while not stop.wait(status_every_s):
             elapsed = time.monotonic() - start
@@ -105,7 +127,8 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
     summary = {"prompts_sent": traffic.sent if traffic else 0,
                "labeled": sum(v.get("labeled", 0) for k, v in snap.items()
                               if k.startswith("teacher")),
-               "learner": snap.get("learner", {}), "student_version": probe.version,
+               "learner": snap.get("learner", {}), "gate": snap.get("gate", {}),
+               "student_version": probe.version,
                "student": probe.scores, "seconds": time.monotonic() - start}
     return summary
 
@@ -115,9 +138,10 @@ def print_summary(summary: dict[str, Any], references: dict[str, dict[str, float
     print("\n== online-distill summary ==")
     print(f"ran {summary['seconds']:.0f}s; prompts sent {summary['prompts_sent']}, "
           f"labeled {summary['labeled']}, learner steps {learner.get('step')}, "
-          f"published versions {len(learner.get('published', []))}")
+          f"published versions {len(learner.get('published', []))}, "
+          f"gate {summary.get('gate', {}).get('counts', {})}")
     for name, value in summary["student"].items():
         refs = ", ".join(f"{who} {scores[name]:.1%}" for who, scores in references.items())
-        print(f"student v{summary['student_version']} {name} exact-match: {value:.1%}"
+        print(f"served student v{summary['student_version']} {name} exact-match: {value:.1%}"
               + (f" ({refs})" if refs else ""))
     sys.stdout.flush()

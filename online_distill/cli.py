@@ -47,10 +47,13 @@ def _cmd_demo_eval(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     import logging
 
+    from transformers.utils import logging as hf_logging
+
     from online_distill.actors.up import print_summary, run_up
     from online_distill.config import load_config
 
     cfg = load_config(args.file, args.overrides)
+    hf_logging.disable_progress_bar()  # no loading bars between the status lines
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     # kafka-python logs every connection at INFO; its warnings and errors still show.

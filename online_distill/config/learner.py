@@ -217,6 +217,9 @@ class GateConfig:
     weights_dir: str = "runs/demo/weights"
     """Directory of the weights store (published versions and the promoted pointer)."""
 
+    num_cpus: float = 0.25
+    """CPUs Ray reserves for the gate actor (it scores each candidate on the probes)."""
+
     def __post_init__(self) -> None:
         normalize_fields(self)
         check_range(self, "tolerance", ge=0, le=1, fix="a typical value is 0.01")
@@ -232,4 +235,5 @@ class GateConfig:
                 "the rolling probe needs held-out prompts; set it > 0 or rolling_probe_size=0",
             )
         check_range(self, "keep_versions", ge=1, fix="a typical value is 5")
+        check_range(self, "num_cpus", gt=0, fix="a typical value is 0.25")
         check_nonempty(self, "weights_dir", "a typical value is 'runs/demo/weights'")

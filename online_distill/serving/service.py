@@ -24,6 +24,7 @@ from online_distill.serving.validation import (
 )
 
 VERSION_HEADER = "X-Model-Version"
+REPLICA_HEADER = "X-Replica"
 Item = tuple[CompletionRequest, list[str]]
 Answer = tuple[int, dict[str, Any], dict[str, str]]
 RunBatch = Callable[[Item], Awaitable[dict[str, Any]]]
@@ -34,10 +35,14 @@ class CompletionService:
 
     def __init__(self, slot: ModelSlot, limits: ServingLimits, served_model_name: str) -> None:
         self.slot, self.limits, self.name = slot, limits, served_model_name
+        self.replica = ""
 
     def headers(self, version: int | None = None) -> dict[str, str]:
         v = self.slot.version if version is None else version
-        return {VERSION_HEADER: "none" if v is None else str(v)}
+        out = {VERSION_HEADER: "none" if v is None else str(v)}
+        if self.replica:
+            out[REPLICA_HEADER] = self.replica
+        return out
 
     def engine(self) -> CompletionEngine:
         engine = self.slot.current()

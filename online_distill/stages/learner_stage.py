@@ -45,6 +45,16 @@ log = logging.getLogger(__name__)
 Publisher = Callable[[Learner], None]
 
 
+def prompt_time_metrics(times: list[float]) -> dict[str, float]:
+    """What a version's manifest records of the prompts it trained on since its parent:
+    how many, and when the newest and the median one entered the stream (unix s)."""
+    if not times:
+        return {"prompts_trained": 0.0}
+    ordered = sorted(times)
+    return {"prompts_trained": float(len(ordered)), "prompt_newest_at": ordered[-1],
+            "prompt_median_at": ordered[len(ordered) // 2]}
+
+
 @dataclass
 class LearnerStageStats:
     """Counters since start."""

@@ -50,6 +50,7 @@ def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
         "learner.publish_every_steps=1000", "teacher.batch_size=32", "teacher.n_pseudo_targets=2",
         "teacher.num_actors=2", "teacher.num_cpus=0.5",
         "serve.enabled=false", "kafka.session_timeout_ms=6000", "ray.num_cpus=2",
+        "gate.rolling_probe_size=0",  # hold nothing out: every prompt must be trained on
     ]
     with EmbeddedBroker(log_dir=tmp_path / "broker") as broker:
         cfg = load_config(None, [*overrides, f"kafka.bootstrap_servers={broker.bootstrap}"])

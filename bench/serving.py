@@ -1,0 +1,249 @@
+"""Serving latency, swap cost, swap propagation and freshness, measured side by side.
+
+1. Latency: the same requests (demo prompts, greedy, ``--max-tokens``) one at a time,
+   (a) bare ``model.generate`` in this process (1 thread, like one replica) and (b) through
+   Ray Serve's ``/v1/completions`` (HTTP, validation, batching, the engine). Ratio of p50s.
+2. Swaps: ``--clients`` concurrent clients for ``--phase-seconds`` with no promotion, then as
+   long again with a promotion every ``--promote-every`` seconds. Ratio of p99s, failures.
+3. Propagation: for each promotion, seconds from ``promote()`` to the first answer with the
+   new version from *every* replica (a response's receive time: an upper bound).
+4. Freshness: ``online-distill up`` on the demo for ``--freshness-seconds``; per published
+   version, seconds from the median entry time of the prompts it trained on since its parent
+   to the moment the first promoted version at or after it took effect; weighted median.
+
+    .venv/bin/python bench/serving.py [--requests 300] [--freshness-seconds 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import ray
+import torch
+
+from online_distill.config import load_config
+from online_distill.tasks.models import DEMO_TEACHER_DIR, load_model
+from online_distill.tasks.traffic import DemoTraffic
+from online_distill.weights import LocalWeightsStore, store_for
+
+NAME = "online-distill-student"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_prompts(n: int) -> list[str]:
+    gen = DemoTraffic({"add2": 0.7, "add3": 0.1, "sub2": 0.1, "mul": 0.1}, seed=11)
+    return [item.text for item in gen.take(n)]
+
+
+@torch.no_grad()
+def bare_latencies(model, tok, prompts: list[str], max_tokens: int) -> list[float]:
+    out = []
+    for p in prompts:
+        start = time.perf_counter()
+        ids = tok(p, return_tensors="pt")
+        gen = model.generate(**ids, max_new_tokens=max_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+        tok.decode(gen[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def serve_latencies(url: str, prompts: list[str], max_tokens: int) -> list[float]:
+    out = []
+    with httpx.Client(timeout=60) as http:
+        for p in prompts:
+            start = time.perf_counter()
+            r = http.post(f"{url}/v1/completions", json={
+                "model": NAME, "prompt": p, "max_tokens": max_tokens, "temperature": 0})
+            r.raise_for_status()
+            out.append(time.perf_counter() - start)
+    return out
+
+
+class Load(threading.Thread):
+    """One client: sequential requests; records (sent, received, latency, version, replica)."""
+
+    def __init__(self, url: str, prompts: list[str], max_tokens: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.prompts, self.max_tokens = url, prompts, max_tokens
+        self.stop = threading.Event()
+        self.rows: list[tuple[float, float, float, int, str]] = []
+        self.failures = 0
+
+    def run(self) -> None:
+        i = 0
+        with httpx.Client(timeout=60) as http:
+            while not self.stop.is_set():
+                p = self.prompts[i % len(self.prompts)]
+                i += 1
+                sent, t0 = time.time(), time.perf_counter()
+                try:
+                    r = http.post(f"{self.url}/v1/completions", json={
+                        "model": NAME, "prompt": p, "max_tokens": self.max_tokens,
+                        "temperature": 0})
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if not ok:
+                    self.failures += 1
+                    continue
+                self.rows.append((sent, time.time(), time.perf_counter() - t0,
+                                  int(r.headers["x-model-version"]), r.headers["x-replica"]))
+
+
+def run_load(url: str, prompts: list[str], args: argparse.Namespace,
+             promote=None) -> tuple[list[tuple[float, float, float, int, str]], int, list]:
+    clients = [Load(url, prompts, args.max_tokens) for _ in range(args.clients)]
+    for c in clients:
+        c.start()
+    promotions = []
+    end = time.time() + args.phase_seconds
+    while time.time() < end:
+        time.sleep(args.promote_every)
+        if promote is not None:
+            promotions.append(promote())
+    for c in clients:
+        c.stop.set()
+        c.join(60)
+    return [r for c in clients for r in c.rows], sum(c.failures for c in clients), promotions
+
+
+def propagation(rows, promotions: list[tuple[int, float]]) -> list[float]:
+    """Per promotion: seconds until every replica had answered with the new version."""
+    replicas = {r[4] for r in rows}
+    out = []
+    for version, at in promotions:
+        firsts = [min((r[1] for r in rows if r[4] == rep and r[3] >= version), default=None)
+                  for rep in replicas]
+        if all(f is not None for f in firsts):
+            out.append(max(firsts) - at)
+    return out
+
+
+def freshness(seconds: float, work: Path) -> dict[str, float]:
+    run = work / "fresh"
+    cmd = [str(Path(sys.executable).parent / "online-distill"), "up", "--file",
+           "deploy/demo.yaml", "--duration", str(seconds), f"run_dir={run}",
+           f"learner.checkpoint_dir={run}/ckpt", f"gate.weights_dir={run}/w",
+           "gate.keep_versions=100000", f"serve.port={free_port()}"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   cwd=Path(__file__).resolve().parents[1])
+    store = LocalWeightsStore(run / "w")
+    history = store.history()
+    samples: list[tuple[float, float]] = []  # (seconds, weight)
+    for v in store.versions():
+        m = store.manifest(v).metrics
+        later = [h["effective_at"] for h in history if h["version"] >= v
+                 and h["reason"] == "gate"]
+        if "prompt_median_at" not in m or not later:
+            continue
+        samples.append((min(later) - m["prompt_median_at"], m["prompts_trained"]))
+    samples.sort()
+    total = sum(w for _, w in samples)
+    acc, p50 = 0.0, float("nan")
+    for s, w in samples:
+        acc += w
+        if acc >= total / 2:
+            p50 = s
+            break
+    return {"p50": p50, "min": samples[0][0], "max": samples[-1][0],
+            "versions": len(store.versions()), "promotions": len(history)}
+
+
+def main() -> None:
+    from online_distill.actors.serve import start_serving, stop_serving
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--replicas", type=int, default=2)
+    ap.add_argument("--phase-seconds", type=float, default=20.0)
+    ap.add_argument("--promote-every", type=float, default=1.0)
+    ap.add_argument("--freshness-seconds", type=float, default=150.0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    prompts = demo_prompts(args.requests)
+    model, tok = load_model(DEMO_TEACHER_DIR)
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    cfg = load_config(None, [f"gate.weights_dir={work / 'w'}", f"serve.port={free_port()}",
+                             f"serve.num_replicas={args.replicas}", "serve.num_cpus=0.25"])
+    store = store_for(cfg)
+    store.publish(model, tok, learner_step=0)
+    store.promote(1)
+    for i in range(int(args.phase_seconds / args.promote_every) + 2):  # versions to swap to
+        nudged = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in nudged.parameters():
+                p.add_(torch.randn_like(p) * 1e-4)
+        store.publish(nudged, tok, learner_step=i + 1)
+    print(f"bare generate: {len(prompts)} requests ...", flush=True)
+    bare_latencies(model, tok, prompts[:20], args.max_tokens)  # warm-up
+    bare = bare_latencies(model, tok, prompts, args.max_tokens)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        url = start_serving(cfg)
+        serve_latencies(url, prompts[:20], args.max_tokens)
+        print("serve, one request at a time ...", flush=True)
+        served = serve_latencies(url, prompts, args.max_tokens)
+        print(f"{args.clients} clients, no swaps ...", flush=True)
+        calm, calm_fail, _ = run_load(url, prompts, args)
+        next_version = iter(range(2, 10**6))
+
+        def promote() -> tuple[int, float]:
+            v = next(next_version)
+            at = time.time()
+            store.promote(v)
+            return v, at
+
+        print(f"{args.clients} clients, a promotion every {args.promote_every}s ...", flush=True)
+        swapping, swap_fail, promotions = run_load(url, prompts, args, promote)
+    finally:
+        stop_serving()
+        ray.shutdown()
+    prop = propagation(swapping, promotions)
+    print(f"demo loop for {args.freshness_seconds:.0f}s (freshness) ...", flush=True)
+    fresh = freshness(args.freshness_seconds, work)
+    lat = [x[2] for x in calm]
+    lat_swap = [x[2] for x in swapping]
+    report = {
+        "bare_p50_ms": 1e3 * statistics.median(bare), "bare_p99_ms": 1e3 * pct(bare, 0.99),
+        "serve_p50_ms": 1e3 * statistics.median(served), "serve_p99_ms": 1e3 * pct(served, 0.99),
+        "p50_ratio": statistics.median(served) / statistics.median(bare),
+        "p99_ratio": pct(served, 0.99) / pct(bare, 0.99),
+        "load_p99_ms_no_swaps": 1e3 * pct(lat, 0.99),
+        "load_p99_ms_swaps": 1e3 * pct(lat_swap, 0.99),
+        "swap_p99_ratio": pct(lat_swap, 0.99) / pct(lat, 0.99),
+        "requests_under_load": len(calm) + len(swapping), "failed": calm_fail + swap_fail,
+        "promotions": len(promotions), "replicas_seen": len({r[4] for r in swapping}),
+        "swap_delay_s": cfg.serve.swap_delay_s,
+        "promotion_to_all_replicas_s_p50": statistics.median(prop) if prop else None,
+        "promotion_to_all_replicas_s_max": max(prop) if prop else None,
+        "freshness_s": fresh,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
