@@ -69,6 +69,20 @@ def bare_latencies(model, tok, prompts: list[str], max_tokens: int) -> list[floa
     return out
 
 
+def engine_latencies(model, tok, prompts: list[str], max_tokens: int) -> list[float]:
+    """The serving engine in this process: validation-free, no HTTP, no Serve."""
+    from online_distill.serving import CompletionEngine, CompletionRequest
+
+    engine = CompletionEngine(model, tok, 1, NAME)
+    out = []
+    for p in prompts:
+        start = time.perf_counter()
+        req = CompletionRequest(model=NAME, prompt=p, max_tokens=max_tokens, temperature=0)
+        engine.complete(req, [p])
+        out.append(time.perf_counter() - start)
+    return out
+
+
 def serve_latencies(url: str, prompts: list[str], max_tokens: int) -> list[float]:
     out = []
     with httpx.Client(timeout=60) as http:
@@ -182,13 +196,17 @@ def main() -> None:
     ap.add_argument("--phase-seconds", type=float, default=20.0)
     ap.add_argument("--promote-every", type=float, default=1.0)
     ap.add_argument("--freshness-seconds", type=float, default=150.0)
+    ap.add_argument("--batch-wait-s", type=float, default=None,
+                    help="serve.batch_wait_timeout_s (default: the config's)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     prompts = demo_prompts(args.requests)
     model, tok = load_model(DEMO_TEACHER_DIR)
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     cfg = load_config(None, [f"gate.weights_dir={work / 'w'}", f"serve.port={free_port()}",
-                             f"serve.num_replicas={args.replicas}", "serve.num_cpus=0.25"])
+                             f"serve.num_replicas={args.replicas}", "serve.num_cpus=0.25",
+                             *([f"serve.batch_wait_timeout_s={args.batch_wait_s}"]
+                               if args.batch_wait_s is not None else [])])
     store = store_for(cfg)
     store.publish(model, tok, learner_step=0)
     store.promote(1)
@@ -201,6 +219,8 @@ def main() -> None:
     print(f"bare generate: {len(prompts)} requests ...", flush=True)
     bare_latencies(model, tok, prompts[:20], args.max_tokens)  # warm-up
     bare = bare_latencies(model, tok, prompts, args.max_tokens)
+    engine_latencies(model, tok, prompts[:20], args.max_tokens)
+    engine = engine_latencies(model, tok, prompts, args.max_tokens)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         url = start_serving(cfg)
@@ -229,9 +249,12 @@ def main() -> None:
     lat_swap = [x[2] for x in swapping]
     report = {
         "bare_p50_ms": 1e3 * statistics.median(bare), "bare_p99_ms": 1e3 * pct(bare, 0.99),
+        "engine_p50_ms": 1e3 * statistics.median(engine),
         "serve_p50_ms": 1e3 * statistics.median(served), "serve_p99_ms": 1e3 * pct(served, 0.99),
         "p50_ratio": statistics.median(served) / statistics.median(bare),
         "p99_ratio": pct(served, 0.99) / pct(bare, 0.99),
+        "batch_wait_timeout_s": cfg.serve.batch_wait_timeout_s,
+        "throughput_rps_4_clients": len(calm) / args.phase_seconds,
         "load_p99_ms_no_swaps": 1e3 * pct(lat, 0.99),
         "load_p99_ms_swaps": 1e3 * pct(lat_swap, 0.99),
         "swap_p99_ratio": pct(lat_swap, 0.99) / pct(lat, 0.99),

@@ -199,6 +199,11 @@ class GateConfig:
     """Largest relative rise in a probe's NLL per token still promoted (0.1 = 10% worse);
     catches damaged weights that exact-match alone might not see."""
 
+    confidence: float = 0.95
+    """A candidate is refused only when it is worse beyond the tolerance with this confidence
+    (a paired one-sided test over the probe items), so probe noise does not refuse good
+    students; 0.5 compares the means alone."""
+
     probe_size: int = 200
     """Prompts in the fixed held-out probe set scored for every candidate version."""
 
@@ -224,6 +229,7 @@ class GateConfig:
         normalize_fields(self)
         check_range(self, "tolerance", ge=0, le=1, fix="a typical value is 0.01")
         check_range(self, "nll_tolerance", ge=0, fix="a typical value is 0.1")
+        check_range(self, "confidence", ge=0.5, lt=1, fix="a typical value is 0.95")
         check_range(self, "probe_size", ge=1, fix="a typical value is 200")
         check_range(self, "min_probe_examples", ge=1, fix="a typical value is 20")
         check_range(self, "rolling_probe_size", ge=0, fix="0 turns the rolling probe off")

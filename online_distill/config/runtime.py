@@ -64,8 +64,10 @@ class ServeConfig:
     max_batch_size: int = 16
     """Most requests one replica batches into a single forward pass."""
 
-    batch_wait_timeout_s: float = 0.01
-    """How long a replica waits to fill a batch; adds at most this much latency."""
+    batch_wait_timeout_s: float = 0.0
+    """How long a replica waits to fill a batch. 0 (the default) decodes at once whatever
+    queued while the previous batch ran: batches still form under load, and a lone request
+    pays no wait (bench/serving.py: p50 8.3 ms at 0 vs 20 ms at 0.01 on the demo)."""
 
     max_tokens_cap: int = 64
     """Upper bound on a request's max_tokens; a larger request gets HTTP 400 saying so."""

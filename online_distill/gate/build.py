@@ -33,4 +33,5 @@ def build_gate(cfg: Config, store: LocalWeightsStore, holdout: HoldoutBuffer) ->
     if g.rolling_probe_size > 0:
         probes.append(LabelProbe("rolling", lambda: list(holdout.rolling),
                                  lambda: holdout.generation, min_examples=g.min_probe_examples))
-    return Gate(store, probes, g.tolerance, g.nll_tolerance, enabled=g.enabled)
+    return Gate(store, probes, g.tolerance, g.nll_tolerance, confidence=g.confidence,
+                enabled=g.enabled)

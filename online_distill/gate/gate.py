@@ -1,10 +1,18 @@
 """The evaluation gate: a published student is served only if it is not worse.
 
 For each new candidate version the gate scores the candidate and the promoted version on
-the same probes (see :mod:`online_distill.gate.probes`) and refuses the candidate if any
-metric regresses by more than its tolerance: an absolute ``tolerance`` for fractions
-(exact-match, agreement) and a relative ``nll_tolerance`` for NLL. Before anything is
-served, the first candidate with finite weights is promoted (anything beats nothing).
+the same probe items (see :mod:`online_distill.gate.probes`) and refuses the candidate if
+any metric is *confidently* worse by more than its tolerance: an absolute ``tolerance`` for
+fractions (exact-match, agreement), a relative ``nll_tolerance`` for NLL.
+
+"Confidently" is a paired one-sided test: with d_i the candidate's minus the baseline's
+value on item i, the candidate is refused when the upper confidence bound of the mean
+regression, mean(-d) - z * sd(d) / sqrt(n) (z from ``confidence``; 0.95 gives 1.645), is
+still above the tolerance. Without it a 200-item probe refuses good students for 1-2 items
+of noise (2.5% vs 0% on rare kinds early in training), and the served student goes stale;
+with it a real regression (a damaged or diverged candidate) is still refused at once.
+``confidence=0.5`` (z = 0) compares the means alone. Before anything is served, the first
+candidate with finite weights is promoted (anything beats nothing).
 Only the newest unevaluated version is gated; older ones it skips are marked superseded.
 """
 
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -21,7 +30,7 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from online_distill.gate.probes import HIGHER_IS_BETTER, Probe
+from online_distill.gate.probes import HIGHER_IS_BETTER, ItemScores, Probe
 from online_distill.weights import LocalWeightsStore
 
 log = logging.getLogger("online_distill.gate")
@@ -47,24 +56,48 @@ class Verdict:
         return asdict(self)
 
 
-def regressions(candidate: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]],
-                tolerance: float, nll_tolerance: float) -> list[str]:
-    """Human-readable reasons, one per metric that got worse beyond its tolerance."""
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _regression_bound(cand: Sequence[float], base: Sequence[float], higher_better: bool,
+                      z: float) -> float:
+    """Lower confidence bound of how much worse the candidate is (in the metric's units)."""
+    sign = 1.0 if higher_better else -1.0
+    worse = [sign * (b - c) for c, b in zip(cand, base, strict=True)]  # > 0: candidate worse
+    n = len(worse)
+    spread = statistics.stdev(worse) if n > 1 else 0.0
+    return mean(worse) - z * spread / math.sqrt(n)
+
+
+def regressions(candidate: dict[str, ItemScores], baseline: dict[str, ItemScores],
+                tolerance: float, nll_tolerance: float, confidence: float = 0.95
+                ) -> list[str]:
+    """Human-readable reasons, one per metric confidently worse beyond its tolerance."""
+    z = statistics.NormalDist().inv_cdf(confidence)
     reasons = []
     for probe, metrics in candidate.items():
-        for metric, value in metrics.items():
+        for metric, values in metrics.items():
             old = baseline.get(probe, {}).get(metric)
-            if old is None:
+            if old is None or len(old) != len(values) or not values:
+                continue  # the baseline was not scored on these items
+            new_mean, old_mean = mean(values), mean(old)
+            name = f"{probe}/{metric} {new_mean:.4f} vs {old_mean:.4f}"
+            if not all(math.isfinite(v) for v in values):
+                reasons.append(f"{name}: not finite")
                 continue
-            if not math.isfinite(value):
-                reasons.append(f"{probe}/{metric} is {value} (baseline {old:.4f})")
-            elif HIGHER_IS_BETTER.get(metric, True):
-                if value < old - tolerance:
-                    reasons.append(f"{probe}/{metric} {value:.4f} < {old:.4f} - {tolerance}")
-            elif math.isfinite(old) and value > old * (1 + nll_tolerance):
-                reasons.append(
-                    f"{probe}/{metric} {value:.4f} > {old:.4f} * (1 + {nll_tolerance})")
+            higher = HIGHER_IS_BETTER.get(metric, True)
+            allowed = tolerance if higher else nll_tolerance * abs(old_mean)
+            bound = _regression_bound(values, old, higher, z)
+            if bound > allowed:
+                reasons.append(f"{name}: worse by at least {bound:.4f} (allowed {allowed:.4f}, "
+                               f"{confidence:.0%} confidence, n={len(values)})")
     return reasons
+
+
+def summary(scores: dict[str, ItemScores]) -> dict[str, dict[str, float]]:
+    """Mean of each metric per probe (what a verdict records and the CLI shows)."""
+    return {p: {m: mean(v) for m, v in ms.items()} for p, ms in scores.items()}
 
 
 def finite_weights(model: PreTrainedModel) -> bool:
@@ -75,14 +108,16 @@ class Gate:
     """Decides, for each new version in ``store``, whether it replaces the served one."""
 
     def __init__(self, store: LocalWeightsStore, probes: Sequence[Probe], tolerance: float,
-                 nll_tolerance: float, enabled: bool = True, device: str = "cpu") -> None:
+                 nll_tolerance: float, confidence: float = 0.95, enabled: bool = True,
+                 device: str = "cpu") -> None:
         self.store, self.probes = store, list(probes)
         self.tolerance, self.nll_tolerance = tolerance, nll_tolerance
+        self.confidence = confidence
         self.enabled, self.device = enabled, device
         self.counts: Counter[str] = Counter()
         """Decisions since start: promoted, refused, superseded, and refused/<probe>/<metric>."""
         self.last: Verdict | None = None
-        self._cache: dict[tuple[int, str], dict[str, float]] = {}
+        self._cache: dict[tuple[int, str], ItemScores] = {}
 
     def pending(self) -> list[int]:
         """Versions newer than every judged one, oldest first."""
@@ -112,21 +147,22 @@ class Gate:
             verdict = Verdict(version, "promoted", baseline, reasons=["gate disabled"])
         elif baseline is None:
             scores = self.scores(version, model, tokenizer)
-            verdict = Verdict(version, "promoted", None, scores,
+            verdict = Verdict(version, "promoted", None, summary(scores),
                               reasons=["nothing was served yet"])
         else:
             scores = self.scores(version, model, tokenizer)
             base_model, base_tok = self.store.load(baseline, self.device)
             base_scores = self.scores(baseline, base_model, base_tok)
-            reasons = regressions(scores, base_scores, self.tolerance, self.nll_tolerance)
-            verdict = Verdict(version, "refused" if reasons else "promoted", baseline, scores,
-                              base_scores, reasons)
+            reasons = regressions(scores, base_scores, self.tolerance, self.nll_tolerance,
+                                  self.confidence)
+            verdict = Verdict(version, "refused" if reasons else "promoted", baseline,
+                              summary(scores), summary(base_scores), reasons)
         verdict = Verdict(**{**asdict(verdict), "seconds": time.monotonic() - started})
         self._record(verdict)
         return verdict
 
     def scores(self, version: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
-               ) -> dict[str, dict[str, float]]:
+               ) -> dict[str, ItemScores]:
         """Scores of a version on every ready probe (cached per probe content)."""
         out = {}
         for probe in self.probes:

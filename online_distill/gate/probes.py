@@ -1,12 +1,14 @@
 """Probe sets the evaluation gate scores every candidate on.
 
-A probe returns named metrics; :data:`HIGHER_IS_BETTER` says which way each one points.
+A probe returns, per metric, one value per probe item (so the gate can compare two versions
+item by item); :data:`HIGHER_IS_BETTER` says which way each metric points.
 
 - :class:`TaskProbe`: a task's own problems with a checker (the demo's head and tail sets):
   greedy ``exact_match`` and the ``nll`` per token of the reference answers.
 - :class:`LabelProbe`: held-out live labeled examples (any task): ``agreement``, the share of
   teacher pseudo-target tokens that are the student's argmax under teacher forcing, and
-  ``nll``, the student's negative log-likelihood per token of those pseudo-targets.
+  ``nll``, the student's negative log-likelihood per token of those pseudo-targets
+  (both averaged over each example's tokens).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from online_distill.messages import LabeledExample
-from online_distill.tasks.arithmetic import Problem
-from online_distill.tasks.evaluate import exact_match_by_kind
+from online_distill.tasks.arithmetic import Problem, is_correct
+from online_distill.tasks.evaluate import complete
 
 HIGHER_IS_BETTER: dict[str, bool] = {"exact_match": True, "agreement": True, "nll": False}
+ItemScores = dict[str, list[float]]
+"""Metric name -> one value per probe item, in the probe's order."""
 
 
 class Probe(Protocol):
@@ -36,20 +40,23 @@ class Probe(Protocol):
         ...
 
     def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
-              ) -> dict[str, float]: ...
+              ) -> ItemScores: ...
 
 
 @torch.no_grad()
 def teacher_forced(model: PreTrainedModel, sequences: Sequence[tuple[list[int], list[int]]],
-                   pad_id: int, batch_size: int = 64) -> dict[str, float]:
-    """Agreement and NLL per token of each (prompt ids, target ids) pair's target tokens."""
+                   pad_id: int, batch_size: int = 64) -> ItemScores:
+    """Per (prompt ids, target ids) pair: agreement and NLL per token of its target tokens.
+
+    A pair with no target tokens scores agreement 0 and NLL 0 (it has nothing to get wrong
+    or right; it counts the same for every version).
+    """
     device = next(model.parameters()).device
-    agree, nll, count = 0.0, 0.0, 0
+    agree: list[float] = []
+    nll: list[float] = []
     for start in range(0, len(sequences), batch_size):
-        chunk = [(p, t) for p, t in sequences[start : start + batch_size] if t]
-        if not chunk:
-            continue
-        width = max(len(p) + len(t) for p, t in chunk)
+        chunk = list(sequences[start : start + batch_size])
+        width = max(max(len(p) + len(t) for p, t in chunk), 2)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         target = torch.zeros_like(ids, dtype=torch.bool)  # positions whose token is a target
@@ -61,12 +68,11 @@ def teacher_forced(model: PreTrainedModel, sequences: Sequence[tuple[list[int], 
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()  # (B, W-1, V)
         labels, where = ids[:, 1:], target[:, 1:]  # (B, W-1)
         token_logp = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # (B, W-1)
-        agree += (logp.argmax(-1) == labels)[where].float().sum().item()
-        nll -= token_logp[where].sum().item()
-        count += int(where.sum().item())
-    if count == 0:
-        return {"agreement": 0.0, "nll": float("inf")}
-    return {"agreement": agree / count, "nll": nll / count}
+        hits = (logp.argmax(-1) == labels) & where  # (B, W-1)
+        count = where.sum(-1).clamp(min=1).float()  # (B,)
+        agree += (hits.sum(-1) / count).tolist()
+        nll += (-(token_logp * where).sum(-1) / count).tolist()
+    return {"agreement": agree, "nll": nll}
 
 
 class TaskProbe:
@@ -83,8 +89,10 @@ class TaskProbe:
         return f"{self.name}:{len(self.problems)}"
 
     def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
-              ) -> dict[str, float]:
-        em = exact_match_by_kind(model, tokenizer, self.problems)["all"]  # type: ignore[arg-type]
+              ) -> ItemScores:
+        prompts = [p.prompt for p in self.problems]
+        answers = complete(model, tokenizer, prompts)  # type: ignore[arg-type]
+        em = [float(is_correct(p, a)) for p, a in zip(self.problems, answers, strict=True)]
         pairs = []  # the demo model ends a line with "\n", its end-of-sequence token
         for p in self.problems:
             prompt = tokenizer(p.prompt).input_ids
@@ -110,7 +118,7 @@ class LabelProbe:
         return f"{self.name}:{self.generation()}:{len(self.examples())}"
 
     def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
-              ) -> dict[str, float]:
+              ) -> ItemScores:
         pairs = [(list(ex.prompt_token_ids), list(ex.pseudo_targets[0].token_ids))
                  for ex in self.examples()]
         return teacher_forced(model, pairs, pad_id=int(tokenizer.pad_token_id or 0))
