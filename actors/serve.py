@@ -69,7 +69,7 @@ class StudentServer:
         self._batched.set_max_batch_size(s.max_batch_size)
         self._batched.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)  # both set from serve.* below
     async def _batched(self, items: list[Item]) -> list[dict[str, Any] | ApiError]:
         import asyncio
 

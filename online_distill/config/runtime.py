@@ -100,7 +100,7 @@ class ServeConfig:
         check_range(self, "num_replicas", ge=1, fix="a typical value is 1-4")
         check_range(self, "num_cpus", gt=0, fix="a typical value is 0.25-1")
         check_range(self, "max_batch_size", ge=1, fix="a typical value is 16")
-        check_range(self, "batch_wait_timeout_s", ge=0, le=10, fix="a typical value is 0.01")
+        check_range(self, "batch_wait_timeout_s", ge=0, le=10, fix="0 (the default) or up to 0.01")
         check_range(self, "max_tokens_cap", ge=1, fix="a typical value is 64")
         check_range(self, "max_prompt_chars", ge=1, fix="a typical value is 2048")
         check_range(

@@ -1,0 +1,57 @@
+"""The HTTP-facing service without Ray: every answer has a status, a body and the version."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from online_distill.serving.service import CompletionService, run_items
+from online_distill.serving.swap import ModelSlot
+from online_distill.serving.validation import ServingLimits
+from online_distill.weights import LocalWeightsStore
+from tests.unit.test_learner import TOKENIZER, tiny_model
+
+NAME = "student"
+
+
+def service(tmp_path, promote: bool = True) -> CompletionService:
+    store = LocalWeightsStore(tmp_path)
+    store.publish(tiny_model(3), TOKENIZER, learner_step=1)
+    if promote:
+        store.promote(1)
+    slot = ModelSlot(store, NAME)
+    slot.refresh()
+    return CompletionService(slot, ServingLimits(max_body_bytes=200), NAME)
+
+
+def call(svc: CompletionService, body: bytes):
+    async def run_batch(item):
+        out = run_items(svc.slot, [item])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    return asyncio.run(svc.complete(body, run_batch))
+
+
+def test_answers_carry_the_version_and_errors_say_what_to_fix(tmp_path) -> None:
+    svc = service(tmp_path)
+    ok = json.dumps({"model": NAME, "prompt": "ab", "max_tokens": 3, "temperature": 0})
+    status, body, headers = call(svc, ok.encode())
+    assert status == 200 and body["version"] == 1 and headers["X-Model-Version"] == "1"
+    assert body["usage"]["completion_tokens"] <= 3
+    status, body, headers = call(svc, b"x" * 201)
+    assert status == 413 and "200 bytes" in body["error"]["message"]
+    assert headers["X-Model-Version"] == "1"
+    status, body, _ = call(svc, b"[1, 2]")
+    assert status == 400 and body["error"]["code"] == "invalid_body"
+    status, body, _ = call(svc, b'{"model": "student", "prompt": "a", "max_tokens": "many"}')
+    assert status == 400 and body["error"]["param"] == "max_tokens"
+    assert svc.models()[1]["data"][0]["id"] == NAME and svc.health()[0] == 200
+
+
+def test_nothing_promoted_is_a_clear_503(tmp_path) -> None:
+    svc = service(tmp_path, promote=False)
+    status, body, headers = call(svc, b'{"model": "student", "prompt": "a"}')
+    assert status == 503 and "no student version has been promoted" in body["error"]["message"]
+    assert headers["X-Model-Version"] == "none" and svc.health()[0] == 503
