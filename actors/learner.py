@@ -16,7 +16,9 @@ from online_distill.actors.common import (
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from online_distill.config import Config, config_from_dict
+from online_distill.critics import build_critics
 from online_distill.learner import Learner
+from online_distill.self_distill import SelfDistiller
 from online_distill.stages.learner_stage import LearnerStage, prompt_time_metrics
 from online_distill.stages.offsets import offsets_to_json
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
@@ -46,6 +48,16 @@ class LearnerActor:
                                scorer=scorer, top_k=t.top_k_logprobs,
                                max_new_tokens=t.max_new_tokens)
         self.store = store_for(self.cfg)
+        # Critics on the teacher's labels, and a separate chain (separate counts) on the
+        # student's own candidates in self-distillation rounds.
+        self.critics = build_critics(self.cfg)
+        self.distiller = None
+        if lc.self_distill_every_steps:
+            own = build_critics(self.cfg)
+            self.distiller = SelfDistiller(self.learner, self.tokenizer,
+                                           lc.self_distill_samples, t.max_new_tokens,
+                                           critic=own.filter if own else None,
+                                           top_k=t.top_k_logprobs)
         # The learner is the only reader of the labels topic and restores its offsets from
         # its own checkpoint, so it takes every partition directly (no rebalances).
         source = KafkaSource(k, bootstrap, "learner", [k.labels_topic], manual_assign=True)
@@ -55,7 +67,9 @@ class LearnerActor:
                                   self.sink, publisher=self._publish,
                                   max_message_bytes=k.max_message_bytes,
                                   audit_path=ensure_dir(self.cfg.run_dir) / "trained_ids.log",
-                                  holdout_share=holdout_share(self.cfg))
+                                  holdout_share=holdout_share(self.cfg),
+                                  critic=self.critics.filter if self.critics else None,
+                                  self_distiller=self.distiller)
         if lc.resume:  # else the student starts fresh from student_model
             self.stage.resume()
         self.published: list[int] = []
@@ -73,7 +87,9 @@ class LearnerActor:
     def stats(self) -> dict[str, Any]:
         s, last = self.stage.stats, self.stage.stats.last_step
         return {"step": self.learner.step, "skipped_steps": self.learner.skipped_steps,
-                "held_out": s.held_out,
+                "held_out": s.held_out, "critic_dropped": s.critic_dropped,
+                "critics": self.critics.snapshot() if self.critics else None,
+                "self_distilled": s.self_distilled,
                 "loss": last.loss if last else None, "fresh_trained": s.fresh_trained,
                 "duplicates": s.duplicates, "checkpoints": s.checkpoints,
                 "published": list(self.published), "pending": len(self.stage.pending),

@@ -31,6 +31,7 @@ class Loop:
     teachers: list[Any] = field(default_factory=list)
     learner: Any = None
     gate: Any = None
+    ood: Any = None
     broker: EmbeddedBroker | None = None
     serve_url: str | None = None
 
@@ -72,7 +73,13 @@ class Supervisor:
                                        name="learner").remote(plain, bootstrap, self.threads)
         gate = GateActor.options(num_cpus=cfg.gate.num_cpus, max_restarts=-1,
                                  name="gate").remote(plain, bootstrap, self.threads)
-        self.loop = Loop(bootstrap, teachers, learner, gate, broker)
+        ood = None
+        if cfg.ood.enabled:
+            from online_distill.actors.ood import OODActor
+
+            ood = OODActor.options(num_cpus=cfg.ood.num_cpus, max_restarts=-1,
+                                   name="ood").remote(plain, bootstrap, self.threads)
+        self.loop = Loop(bootstrap, teachers, learner, gate, ood, broker)
         if cfg.serve.enabled:
             from online_distill.actors.serve import start_serving
 
@@ -86,6 +93,8 @@ class Supervisor:
         refs = {f"teacher-{i}": a.stats.remote() for i, a in enumerate(self.loop.teachers)}
         refs["learner"] = self.loop.learner.stats.remote()
         refs["gate"] = self.loop.gate.stats.remote()
+        if self.loop.ood is not None:
+            refs["ood"] = self.loop.ood.stats.remote()
         out: dict[str, Any] = {}
         # One wait over all refs: an actor in restart must not stall the status line.
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
@@ -101,6 +110,8 @@ class Supervisor:
         if self.loop is None:
             return
         handles = [*self.loop.teachers, self.loop.learner, self.loop.gate]
+        if self.loop.ood is not None:
+            handles.append(self.loop.ood)
         try:
             ray.wait([h.stop.remote() for h in handles], num_returns=len(handles),
                      timeout=timeout_s)

@@ -76,12 +76,16 @@ def status_line(elapsed: float, sent: int, snap: dict[str, Any], probe: ProbeWat
     fresh = probe.freshness_s()
     gate = snap.get("gate", {}).get("counts", {})
     restarting = [k for k, v in snap.items() if "error" in v]
+    ood = snap.get("ood", {})
+    feedback = (f"  feedback kept {ood.get('kept', 0)} of {ood.get('generated', 0)}"
+                if "kept" in ood else "")
     return (f"[{elapsed:6.0f}s] in {rate_in:5.1f}/s  labeled {labeled} ({rate_lab:5.1f}/s)  "
             f"lag prompts {lag} labels {learner.get('lag', '-')}  step {learner.get('step', '-')} "
             f"loss {loss if loss is None else round(loss, 4)}  "
             f"served v{probe.version or '-'} {acc} fresh "
             f"{'-' if fresh is None else f'{fresh:.0f}s'} "
             f"(promoted {gate.get('promoted', 0)} refused {gate.get('refused', 0)})"
+            + feedback
             + (f"  restarting: {','.join(restarting)}" if restarting else ""))
 
 

@@ -87,6 +87,17 @@ class LearnerConfig:
     max_seq_len: int = 256
     """Longest prompt + PT in tokens the learner trains on; longer sequences are truncated."""
 
+    self_distill_every_steps: int = 0
+    """Impossible Distillation's self-distillation rounds: every this many steps the student
+    samples pseudo-targets for recent prompts, the critics filter them, and the kept ones
+    train as labeled examples with source=student. 0 turns the rounds off."""
+
+    self_distill_prompts: int = 8
+    """Recent prompts the student labels in each self-distillation round."""
+
+    self_distill_samples: int = 4
+    """Candidate pseudo-targets the student samples per prompt in a round."""
+
     max_steps: int | None = None
     """Stop after this many optimizer steps; null trains for as long as the daemon runs."""
 
@@ -144,6 +155,9 @@ class LearnerConfig:
         check_range(self, "seq_ce_weight", ge=0, fix="0 uses the word-level loss alone")
         check_range(self, "onpolicy_lambda", ge=0, le=1, fix="0 is off-policy; GKD uses 0.5")
         check_range(self, "onpolicy_samples", ge=0, fix="0 matches the teacher PTs per prompt")
+        check_range(self, "self_distill_every_steps", ge=0, fix="0 turns the rounds off")
+        check_range(self, "self_distill_prompts", ge=1, fix="a typical value is 8")
+        check_range(self, "self_distill_samples", ge=1, fix="a typical value is 4")
         check_range(self, "onpolicy_warmup_steps", ge=0, fix="0 mixes from the first step")
         check_range(self, "lr", gt=0, fix="a typical value is 3e-4")
         check_range(self, "weight_decay", ge=0, fix="a typical value is 0.0-0.1")

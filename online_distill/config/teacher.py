@@ -156,11 +156,16 @@ class CriticsConfig:
     """Drop PTs identical to another PT of the same prompt."""
 
     near_dup_threshold: float = 0.9
-    """With dedup, also drop PTs whose token overlap with a kept one is at least this."""
+    """With dedup, also drop PTs whose character-trigram Jaccard with a kept one is at
+    least this."""
 
     task_exactness: bool = True
     """Apply the task's own exactness check to PTs when the task defines one (the demo
     task checks the arithmetic)."""
+
+    min_prompt_similarity: float = 0.0
+    """Drop a PT whose similarity to its own prompt is below this, for tasks whose output
+    must stay related to the input (paraphrase, summary); 0.0 turns the critic off."""
 
     def __post_init__(self) -> None:
         normalize_fields(self)
@@ -176,6 +181,7 @@ class CriticsConfig:
             fix="must exceed min_length_ratio; a typical value is 10",
         )
         check_range(self, "near_dup_threshold", gt=0, le=1, fix="a typical value is 0.9")
+        check_range(self, "min_prompt_similarity", ge=0, le=1, fix="0.0 turns the critic off")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,8 +205,23 @@ class OODConfig:
     tail_quantile: float = 0.95
     """Prompts with energy above this quantile of the window are the tail."""
 
+    min_window: int = 200
+    """Energies the window must hold before any prompt is picked as a tail (capped at
+    window_size), so the first quantiles are not guesses from a handful of prompts."""
+
+    tail_capacity: int = 256
+    """Most recent distinct tail prompts kept as few-shot candidates; older ones are
+    forgotten, so the examples follow what the current student finds hard."""
+
     few_shot_examples: int = 4
     """Tail prompts shown to the teacher in each feedback generation prompt."""
+
+    feedback_per_round: int = 8
+    """Few-shot generation prompts built (each from its own tail picks) per feedback round."""
+
+    generations_per_prompt: int = 4
+    """Continuations the teacher samples per few-shot prompt; each may become one new
+    prompt after parsing, de-duplication, noise rejection and the share cap."""
 
     feedback_share_cap: float = 0.2
     """Most share of the prompts topic that synthetic feedback prompts may take, so real
@@ -228,6 +249,10 @@ class OODConfig:
             le=self.window_size,
             fix="at most window_size; a typical value is 4",
         )
+        check_range(self, "min_window", ge=1, fix="a typical value is 200")
+        check_range(self, "tail_capacity", ge=1, fix="a typical value is 256")
+        check_range(self, "feedback_per_round", ge=1, le=1024, fix="a typical value is 8")
+        check_range(self, "generations_per_prompt", ge=1, le=64, fix="a typical value is 4")
         check_range(self, "feedback_share_cap", ge=0, le=1, fix="a typical value is 0.2")
         check_range(self, "noise_rejection_zscore", gt=0, fix="a typical value is 4.0")
         check_range(self, "feedback_interval_s", gt=0, fix="a typical value is 5")

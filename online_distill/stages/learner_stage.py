@@ -29,6 +29,7 @@ from online_distill.config import LearnerConfig
 from online_distill.holdout import held_out
 from online_distill.learner import Learner, StepStats
 from online_distill.messages import LabeledExample
+from online_distill.self_distill import SelfDistiller
 from online_distill.stages.offsets import OffsetTracker, offsets_from_json, offsets_to_json
 from online_distill.stages.replay import ReplayBuffer
 from online_distill.streams import (
@@ -64,6 +65,10 @@ class LearnerStageStats:
     duplicates: int = 0
     held_out: int = 0
     """Examples kept out of training for the evaluation gate's rolling probe."""
+    critic_dropped: int = 0
+    """Examples none of whose pseudo-targets passed the critics."""
+    self_distilled: int = 0
+    """Student-labeled examples trained on (self-distillation rounds)."""
     checkpoints: int = 0
     published: int = 0
     last_step: StepStats | None = None
@@ -88,6 +93,8 @@ class LearnerStage:
         clock: Callable[[], float] = time.monotonic,
         audit_path: str | Path | None = None,
         holdout_share: float = 0.0,
+        critic: Callable[[LabeledExample], LabeledExample | None] | None = None,
+        self_distiller: SelfDistiller | None = None,
     ) -> None:
         self.source, self.learner, self.cfg = source, learner, cfg
         self.dead_letters, self.dl_sink = dead_letters, dead_letter_sink
@@ -103,6 +110,9 @@ class LearnerStage:
         self._seek: dict[Partition, int] = {}
         self.stats = LearnerStageStats()
         self.holdout_share = holdout_share
+        self.critic, self.self_distiller = critic, self_distiller
+        self.self_examples: list[LabeledExample] = []
+        """Student-labeled examples kept by the critics, trained with the next batch."""
         self.trained_ids: list[str] = []
         self.prompt_times: list[float] = []
         """When each prompt trained since the last publish entered the stream (unix s)."""
@@ -140,6 +150,9 @@ class LearnerStage:
             elif held_out(ex.prompt_id, self.holdout_share):
                 self.stats.held_out += 1  # the gate's probe: never trained on
                 self.tracker.done(rec)
+            elif self.critic is not None and (ex := self.critic(ex)) is None:
+                self.stats.critic_dropped += 1  # counted by reason in the critics' stats
+                self.tracker.done(rec)
             elif self.replay.seen(ex.prompt_id) or any(
                     p.prompt_id == ex.prompt_id for _, p in self.pending):
                 self.stats.duplicates += 1
@@ -157,7 +170,9 @@ class LearnerStage:
         fresh = [ex for _, ex in take]
         extra = self.replay.sample(self.cfg.batch_size - len(fresh),
                                    exclude={ex.prompt_id for ex in fresh})
-        stats = self.learner.train_step(fresh + extra)
+        own, self.self_examples = self.self_examples, []
+        stats = self.learner.train_step(fresh + extra + own)
+        self.stats.self_distilled += len(own)
         for rec, ex in take:
             self.replay.add(ex)
             self.tracker.done(rec)
@@ -167,6 +182,10 @@ class LearnerStage:
             self._audit.write("".join(f"{self.learner.step} {ex.prompt_id}\n" for ex in fresh))
             self._audit.flush()
         self.stats.fresh_trained += len(take)
+        every = self.cfg.self_distill_every_steps
+        if self.self_distiller is not None and every and self.learner.step % every == 0:
+            self.self_examples = self.self_distiller.round(
+                fresh[: self.cfg.self_distill_prompts], tag=str(self.learner.step))
         self.stats.last_step = stats
         self.stats.train_seconds += stats.seconds
         self.stats.trained_tokens += stats.tokens

@@ -1,0 +1,51 @@
+"""The OOD-feedback actor (GOLD): a thin Ray shell over :class:`OODStage`.
+
+It reads the prompts topic in its own consumer group (``<prefix>.ood``), scores prompts under
+the served student, and writes synthetic prompts like the tail ones to the feedback topic,
+which the teacher actors label like any prompt (within ``ood.feedback_share_cap``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+import torch
+from online_distill.actors.common import LoopThread, student_path, teacher_path
+
+from online_distill.config import config_from_dict
+from online_distill.feedback_backends import StudentEnergyScorer, TeacherPromptWriter
+from online_distill.ood import feedback_format
+from online_distill.stages.ood_stage import OODStage
+from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
+from online_distill.teachers.hf import HFTeacher
+from online_distill.weights import store_for
+
+
+@ray.remote
+class OODActor:
+    def __init__(self, cfg: dict[str, Any], bootstrap: str, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self.cfg = config_from_dict(cfg)
+        k, t, o = self.cfg.kafka, self.cfg.teacher, self.cfg.ood
+        scorer = StudentEnergyScorer(store_for(self.cfg), student_path(self.cfg.learner
+                                                                       .student_model), o)
+        writer = TeacherPromptWriter(HFTeacher(teacher_path(t.model), device=t.device,
+                                               batch_size=t.batch_size))
+        source = KafkaSource(k, bootstrap, "ood", [k.prompts_topic])
+        self.sink = KafkaSink(k, bootstrap, "ood")
+        self.stage = OODStage(source, self.sink, writer, scorer, feedback_format(self.cfg), o,
+                              k.feedback_topic,
+                              DeadLetterWriter(self.sink, k.dead_letter_topic, "ood"))
+        self.scorer = scorer
+        self.loop = LoopThread("ood", self.stage.run_once)
+
+    def stats(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        out = asdict(self.stage.stats)
+        out["student_version"] = self.scorer.version
+        return out
+
+    def stop(self) -> None:
+        self.loop.stop()
