@@ -101,7 +101,8 @@ def run_row(name: str, ood_on: bool, critics_on: bool, args: argparse.Namespace,
     if ood is not None:
         st = ood.stats
         row["feedback"] = {"generated": st.generated, "kept": st.kept,
-                           "dropped": dict(st.dropped), "kinds": dict(st.kinds)}
+                           "dropped": dict(st.dropped), "kinds": dict(st.kept_by_kind),
+                           "tail": dict(st.tail_by_kind)}
     if critics is not None:
         row["critics"] = critics.snapshot()
     print(json.dumps(row), flush=True)
