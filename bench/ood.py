@@ -24,7 +24,7 @@ from online_distill.config import load_config
 from online_distill.critics import build_critics
 from online_distill.learner import Learner
 from online_distill.messages import PromptMessage, encode
-from online_distill.ood import feedback_format, prompt_energies
+from online_distill.ood import feedback_format, prompt_scores
 from online_distill.stages.learner_stage import LearnerStage
 from online_distill.stages.ood_stage import OODStage
 from online_distill.stages.teacher_stage import TeacherStage
@@ -44,6 +44,7 @@ def run_row(name: str, ood_on: bool, critics_on: bool, args: argparse.Namespace,
     cfg = load_config("deploy/demo.yaml", [
         f"critics.enabled={str(critics_on).lower()}", "learner.replay_buffer_size=2000",
         f"ood.enabled={str(ood_on).lower()}", "gate.rolling_probe_size=0",
+        f"ood.score={args.score}", f"ood.tail_quantile={args.tail_quantile}",
         f"run_dir=/tmp/bench-ood-{name}", f"learner.checkpoint_dir=/tmp/bench-ood-{name}/ck",
         "learner.checkpoint_every_steps=100000", f"ood.feedback_share_cap={args.cap}"])
     log = MemoryLog(partitions=1)
@@ -62,8 +63,8 @@ def run_row(name: str, ood_on: bool, critics_on: bool, args: argparse.Namespace,
     if ood_on:
         def scorer(texts: list[str]) -> list[float]:
             ids = [stok(t).input_ids for t in texts]
-            return prompt_energies(learner.model, ids, 0, cfg.ood.energy_temperature,
-                                   cfg.ood.energy_aggregate)
+            return prompt_scores(learner.model, ids, 0, cfg.ood.score,
+                                 cfg.ood.energy_temperature, cfg.ood.energy_aggregate)
 
         def writer(texts: list[str], n: int) -> list[str]:
             from online_distill.feedback_backends import TeacherPromptWriter
@@ -115,6 +116,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=256, help="traffic prompts per round")
     ap.add_argument("--cap", type=float, default=0.2, help="ood.feedback_share_cap")
     ap.add_argument("--rows", default="base,ood,critics,both")
+    ap.add_argument("--score", default="nll", choices=["nll", "energy"], help="ood.score")
+    ap.add_argument("--tail-quantile", type=float, default=0.99, help="ood.tail_quantile")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(2)

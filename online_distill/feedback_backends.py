@@ -1,6 +1,7 @@
 """What the OOD-feedback stage calls out to: the student's energies and the teacher's pens.
 
-- :class:`StudentEnergyScorer`: energies of prompt texts under the newest *served* student
+- :class:`StudentEnergyScorer`: OOD scores (``ood.score``: NLL or energy) of prompt texts
+  under the newest *served* student
   (the promoted version in the weights store; the starting student before any promotion),
   reloaded when the promotion changes, so the tails are the served model's tails.
 - :class:`TeacherPromptWriter`: the teacher backend continuing few-shot feedback texts
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from online_distill.config import OODConfig
-from online_distill.ood import prompt_energies
+from online_distill.ood import prompt_scores
 from online_distill.teachers.hf import HFTeacher
 from online_distill.teachers.protocol import LabelRequest
 from online_distill.weights import LocalWeightsStore
@@ -50,8 +51,9 @@ class StudentEnergyScorer:
     def __call__(self, texts: list[str]) -> list[float]:
         self.refresh()
         ids = [self.tokenizer(t).input_ids for t in texts]
-        return prompt_energies(self.model, ids, int(self.tokenizer.pad_token_id or 0),
-                               self.cfg.energy_temperature, self.cfg.energy_aggregate)
+        return prompt_scores(self.model, ids, int(self.tokenizer.pad_token_id or 0),
+                             self.cfg.score, self.cfg.energy_temperature,
+                             self.cfg.energy_aggregate)
 
 
 class TeacherPromptWriter:

@@ -13,13 +13,22 @@ The stage that wires them to the streams is `online_distill.stages.ood_stage.OOD
 """
 
 from .budget import FeedbackBudget
-from .energy import Aggregate, aggregate, prompt_energies, token_energies
+from .energy import (
+    Aggregate,
+    aggregate,
+    prompt_energies,
+    prompt_nll,
+    prompt_scores,
+    token_energies,
+)
 from .feedback import ArithmeticFeedback, FeedbackFormat, LineFeedback, feedback_format
 from .tail import NoiseFilter, TailExample, TailSet
 from .window import EnergyWindow
 
 __all__ = [
     "Aggregate",
+    "prompt_nll",
+    "prompt_scores",
     "ArithmeticFeedback",
     "EnergyWindow",
     "FeedbackBudget",

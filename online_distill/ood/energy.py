@@ -37,7 +37,7 @@ every kind: AUROCs 0.05-0.67), so only a student trained on skewed traffic was m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -92,6 +92,54 @@ def prompt_energies(
     attention mask, in eval mode under ``torch.inference_mode`` (the model's training flag
     is restored afterwards). An empty sequence scores 0.
     """
+
+    def energies(logits: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        return aggregate(token_energies(logits, temperature), mask, how)  # (B,)
+
+    return _score_batches(model, token_ids, pad_id, energies, batch_size)
+
+
+def prompt_nll(
+    model: PreTrainedModel,
+    token_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    how: Aggregate = "mean",
+    batch_size: int = 64,
+) -> list[float]:
+    """Negative log-likelihood of each sequence's own tokens under ``model`` (from the second
+    token on), aggregated per sequence like the energies; high = unlike the training data.
+
+    This is GOLD's other criterion ("lowest likelihood"); ``ood.score`` picks between the
+    two (see ``online_distill.config`` and the measurement in README "OOD feedback").
+    """
+
+    def nll(logits: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V)
+        token = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+        return aggregate(token, mask[:, 1:], how)  # (B,)
+
+    return _score_batches(model, token_ids, pad_id, nll, batch_size, min_width=2)
+
+
+def prompt_scores(model: PreTrainedModel, token_ids: Sequence[Sequence[int]], pad_id: int,
+                  score: str, temperature: float, how: Aggregate) -> list[float]:
+    """``ood.score``'s OOD score of each sequence: ``"nll"`` or ``"energy"``."""
+    if score == "nll":
+        return prompt_nll(model, token_ids, pad_id, how)
+    if score == "energy":
+        return prompt_energies(model, token_ids, pad_id, temperature, how)
+    raise ValueError(f"unknown OOD score {score!r}: use 'nll' or 'energy'")
+
+
+def _score_batches(
+    model: PreTrainedModel,
+    token_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    fn: Callable[[Tensor, Tensor, Tensor], Tensor],
+    batch_size: int,
+    min_width: int = 1,
+) -> list[float]:
+    """Right-pad in batches, run the model, apply ``fn(logits, ids, mask) -> (B,)``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(model.parameters()).device
@@ -102,7 +150,7 @@ def prompt_energies(
         with torch.inference_mode():
             for start in range(0, len(token_ids), batch_size):
                 chunk = [list(ids) for ids in token_ids[start : start + batch_size]]
-                width = max(1, max(len(ids) for ids in chunk))
+                width = max(min_width, max(len(ids) for ids in chunk))
                 ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (B, L)
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, L)
                 for row, seq in enumerate(chunk):
@@ -110,8 +158,7 @@ def prompt_energies(
                     mask[row, : len(seq)] = 1
                 ids, mask = ids.to(device), mask.to(device)
                 logits = model(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
-                scores = aggregate(token_energies(logits, temperature), mask, how)  # (B,)
-                out.extend(scores.double().cpu().tolist())
+                out.extend(fn(logits, ids, mask).double().cpu().tolist())
     finally:
         model.train(was_training)
     return out

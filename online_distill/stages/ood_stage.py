@@ -226,7 +226,9 @@ class OODStage:
         energies = self._score([text for text, _, _ in candidates]) if candidates else []
         kept: list[PromptMessage] = []
         for (text, kind, parents), energy in zip(candidates, energies, strict=True):
-            if not math.isfinite(energy) or not self.noise.keep(energy, self.window):
+            parent_scores = [e.energy for e in parents]
+            if not math.isfinite(energy) or not self.noise.keep(energy, self.window,
+                                                                parent_scores):
                 self.stats.drop("noise")
             elif len(kept) >= allowance:
                 self.stats.drop("over_budget")

@@ -441,3 +441,14 @@ def test_dead_letters_commits_feedback_inputs_and_generator_failures() -> None:
     assert s.dead_lettered == 1
     assert s.failed_rounds >= 1 and s.rounds == 0 and log.records(FEEDBACK) == []
     assert not stage.dedup.add("2*33=")  # remembered for de-duplication
+
+
+def test_noise_is_measured_from_the_tail_examples_a_prompt_imitates() -> None:
+    window = EnergyWindow(1000)
+    window.add([float(i % 10) / 10 for i in range(1000)])  # bulk: mean 0.45, std ~0.29
+    noise = NoiseFilter(4.0)
+    tail_like = 3.0  # ~9 stds above the bulk, but next to its parents
+    assert not noise.keep(tail_like, window)  # against the bulk it would be noise
+    assert noise.keep(tail_like, window, parents=[2.8, 2.9])
+    assert not noise.keep(100.0, window, parents=[2.8, 2.9])  # gibberish is still noise
+    assert (noise.kept, noise.dropped) == (1, 2)
