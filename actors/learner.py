@@ -89,7 +89,7 @@ class LearnerActor:
         return {"step": self.learner.step, "skipped_steps": self.learner.skipped_steps,
                 "held_out": s.held_out, "critic_dropped": s.critic_dropped,
                 "critics": self.critics.snapshot() if self.critics else None,
-                "self_distilled": s.self_distilled,
+                "self_distilled": s.self_distilled, "by_origin": dict(s.by_origin),
                 "loss": last.loss if last else None, "fresh_trained": s.fresh_trained,
                 "duplicates": s.duplicates, "checkpoints": s.checkpoints,
                 "published": list(self.published), "pending": len(self.stage.pending),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from online_distill.config import LearnerConfig
@@ -69,6 +69,8 @@ class LearnerStageStats:
     """Examples none of whose pseudo-targets passed the critics."""
     self_distilled: int = 0
     """Student-labeled examples trained on (self-distillation rounds)."""
+    by_origin: dict[str, int] = field(default_factory=dict)
+    """Fresh examples trained on, by the origin of their prompt (traffic or feedback)."""
     checkpoints: int = 0
     published: int = 0
     last_step: StepStats | None = None
@@ -178,6 +180,7 @@ class LearnerStage:
             self.tracker.done(rec)
             self.trained_ids.append(ex.prompt_id)
             self.prompt_times.append(ex.prompt_created_at or ex.created_at)
+            self.stats.by_origin[ex.origin] = self.stats.by_origin.get(ex.origin, 0) + 1
         if self._audit is not None:
             self._audit.write("".join(f"{self.learner.step} {ex.prompt_id}\n" for ex in fresh))
             self._audit.flush()

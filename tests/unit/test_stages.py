@@ -209,4 +209,5 @@ def test_learner_never_trains_held_out_prompts_but_commits_them(backend, tmp_pat
     stage.checkpoint()
     assert sorted(stage.trained_ids) == sorted(set(ids) - held)
     assert stage.stats.held_out == len(held)
+    assert stage.stats.by_origin == {"traffic": len(ids) - len(held)}
     assert sum(log.committed["learner"].values()) == len(ids)
