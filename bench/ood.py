@@ -45,6 +45,7 @@ def run_row(name: str, ood_on: bool, critics_on: bool, args: argparse.Namespace,
         f"critics.enabled={str(critics_on).lower()}", "learner.replay_buffer_size=2000",
         f"ood.enabled={str(ood_on).lower()}", "gate.rolling_probe_size=0",
         f"ood.score={args.score}", f"ood.tail_quantile={args.tail_quantile}",
+        f"ood.energy_aggregate={args.aggregate}", f"ood.feedback_per_round={args.per_round}",
         f"run_dir=/tmp/bench-ood-{name}", f"learner.checkpoint_dir=/tmp/bench-ood-{name}/ck",
         "learner.checkpoint_every_steps=100000", f"ood.feedback_share_cap={args.cap}"])
     log = MemoryLog(partitions=1)
@@ -118,6 +119,9 @@ def main() -> None:
     ap.add_argument("--rows", default="base,ood,critics,both")
     ap.add_argument("--score", default="nll", choices=["nll", "energy"], help="ood.score")
     ap.add_argument("--tail-quantile", type=float, default=0.99, help="ood.tail_quantile")
+    ap.add_argument("--aggregate", default="mean", choices=["mean", "max", "last"],
+                    help="ood.energy_aggregate")
+    ap.add_argument("--per-round", type=int, default=8, help="ood.feedback_per_round")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(2)
