@@ -195,12 +195,14 @@ class OODConfig:
     energy_temperature: float = 1.0
     """T in the energy score E(x) = -T * logsumexp(f(x) / T) of the student's logits f."""
 
-    score: Literal["nll", "energy"] = "nll"
+    score: Literal["nll", "nll_gap", "energy"] = "nll"
     """What makes a prompt out of distribution for the student: the negative log-likelihood
-    of its tokens ("nll", GOLD's "lowest likelihood") or the energy -T*logsumexp(f/T)
-    ("energy"). On the demo, a student trained on add2 puts 100% of mul/sub2/add3 prompts
-    above the 99th percentile of add2 by NLL, but only 54% of mul by mean energy after 300
-    steps and 7% after 800 (README "OOD feedback"), so nll is the default."""
+    of its tokens ("nll", GOLD's "lowest likelihood"), the energy -T*logsumexp(f/T)
+    ("energy"), or the student's NLL minus the teacher's per token ("nll_gap": what neither
+    can predict cancels, what only the student lacks stands out). On the demo, a student
+    trained on add2 puts 100% of mul/sub2/add3 prompts above the 99th percentile of add2 by
+    NLL, but only 54% of mul by mean energy after 300 steps and 7% after 800 (README "OOD
+    feedback")."""
 
     energy_aggregate: Literal["mean", "max", "last"] = "mean"
     """How per-token scores (energies or NLLs) make one sequence score: their mean, their

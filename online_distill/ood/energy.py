@@ -121,14 +121,73 @@ def prompt_nll(
     return _score_batches(model, token_ids, pad_id, nll, batch_size, min_width=2)
 
 
+def prompt_nll_gap(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel,
+    token_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    how: Aggregate = "mean",
+    batch_size: int = 64,
+) -> list[float]:
+    """Per token, the student's NLL minus the teacher's, aggregated per sequence.
+
+    What neither model can predict (the random digits of an arithmetic prompt, a name)
+    cancels out; what the student has not learned but the teacher has stands out. Both
+    models must share one tokenizer.
+    """
+    out: list[float] = []
+    for start in range(0, len(token_ids), batch_size):
+        chunk = [list(ids) for ids in token_ids[start : start + batch_size]]
+        gaps = []
+        for model in (student, teacher):
+            def per_token(logits: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+                logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V)
+                nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+                return nll * mask[:, 1:]  # (B, L-1), 0 at padding
+
+            gaps.append(_score_tensors(model, chunk, pad_id, per_token))
+        width = max(2, max(len(ids) for ids in chunk))
+        mask = torch.zeros((len(chunk), width - 1), dtype=torch.long)  # (B, L-1)
+        for row, seq in enumerate(chunk):
+            mask[row, : max(0, len(seq) - 1)] = 1
+        out.extend(aggregate(gaps[0] - gaps[1], mask, how).double().tolist())
+    return out
+
+
 def prompt_scores(model: PreTrainedModel, token_ids: Sequence[Sequence[int]], pad_id: int,
-                  score: str, temperature: float, how: Aggregate) -> list[float]:
-    """``ood.score``'s OOD score of each sequence: ``"nll"`` or ``"energy"``."""
+                  score: str, temperature: float, how: Aggregate,
+                  teacher: PreTrainedModel | None = None) -> list[float]:
+    """``ood.score``'s OOD score of each sequence: ``"nll"``, ``"nll_gap"`` (needs the
+    teacher) or ``"energy"``."""
+    if score == "nll_gap":
+        if teacher is None:
+            raise ValueError("ood.score=nll_gap needs the teacher model to compare with")
+        return prompt_nll_gap(model, teacher, token_ids, pad_id, how)
     if score == "nll":
         return prompt_nll(model, token_ids, pad_id, how)
     if score == "energy":
         return prompt_energies(model, token_ids, pad_id, temperature, how)
     raise ValueError(f"unknown OOD score {score!r}: use 'nll' or 'energy'")
+
+
+def _score_tensors(model: PreTrainedModel, chunk: list[list[int]], pad_id: int,
+                   fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Tensor:
+    """One right-padded batch through ``model``; ``fn(logits, ids, mask)`` on CPU."""
+    device = next(model.parameters()).device
+    width = max(2, max(len(ids) for ids in chunk))
+    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (B, L)
+    mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, L)
+    for row, seq in enumerate(chunk):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            return fn(logits.cpu(), ids, mask)
+    finally:
+        model.train(was_training)
 
 
 def _score_batches(

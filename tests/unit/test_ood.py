@@ -452,3 +452,23 @@ def test_noise_is_measured_from_the_tail_examples_a_prompt_imitates() -> None:
     assert noise.keep(tail_like, window, parents=[2.8, 2.9])
     assert not noise.keep(100.0, window, parents=[2.8, 2.9])  # gibberish is still noise
     assert (noise.kept, noise.dropped) == (1, 2)
+
+
+def test_nll_and_nll_gap_scores() -> None:
+    from online_distill.ood import prompt_nll, prompt_scores
+    from tests.unit.test_learner import tiny_model
+
+    student, teacher = tiny_model(1), tiny_model(2)
+    seqs = [[1, 5, 6, 7], [1, 8]]
+    with torch.no_grad():
+        logp = torch.log_softmax(student(torch.tensor([seqs[0]])).logits[0, :-1], -1)
+        manual = -logp.gather(-1, torch.tensor(seqs[0][1:])[:, None]).mean().item()
+    assert prompt_nll(student, seqs, 0)[0] == pytest.approx(manual, rel=1e-5)
+    same = prompt_scores(student, seqs, 0, "nll_gap", 1.0, "mean", teacher=student)
+    assert same == pytest.approx([0.0, 0.0], abs=1e-6)
+    gap = prompt_scores(student, seqs, 0, "nll_gap", 1.0, "mean", teacher=teacher)
+    expected = [a - b for a, b in zip(prompt_nll(student, seqs, 0), prompt_nll(teacher, seqs, 0),
+                                      strict=True)]
+    assert gap == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    with pytest.raises(ValueError, match="needs the teacher"):
+        prompt_scores(student, seqs, 0, "nll_gap", 1.0, "mean")
