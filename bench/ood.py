@@ -117,7 +117,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=256, help="traffic prompts per round")
     ap.add_argument("--cap", type=float, default=0.2, help="ood.feedback_share_cap")
     ap.add_argument("--rows", default="base,ood,critics,both")
-    ap.add_argument("--score", default="nll", choices=["nll", "energy"], help="ood.score")
+    ap.add_argument("--score", default="nll", choices=["nll", "nll_gap", "energy"],
+                    help="ood.score")
     ap.add_argument("--tail-quantile", type=float, default=0.99, help="ood.tail_quantile")
     ap.add_argument("--aggregate", default="mean", choices=["mean", "max", "last"],
                     help="ood.energy_aggregate")
