@@ -65,7 +65,8 @@ def run_row(name: str, ood_on: bool, critics_on: bool, args: argparse.Namespace,
         def scorer(texts: list[str]) -> list[float]:
             ids = [stok(t).input_ids for t in texts]
             return prompt_scores(learner.model, ids, 0, cfg.ood.score,
-                                 cfg.ood.energy_temperature, cfg.ood.energy_aggregate)
+                                 cfg.ood.energy_temperature, cfg.ood.energy_aggregate,
+                                 teacher=teacher.model)
 
         def writer(texts: list[str], n: int) -> list[str]:
             from online_distill.feedback_backends import TeacherPromptWriter
