@@ -28,10 +28,11 @@ class OODActor:
         torch.set_num_threads(threads)
         self.cfg = config_from_dict(cfg)
         k, t, o = self.cfg.kafka, self.cfg.teacher, self.cfg.ood
-        scorer = StudentEnergyScorer(store_for(self.cfg), student_path(self.cfg.learner
-                                                                       .student_model), o)
-        writer = TeacherPromptWriter(HFTeacher(teacher_path(t.model), device=t.device,
-                                               batch_size=t.batch_size))
+        teacher = HFTeacher(teacher_path(t.model), device=t.device, batch_size=t.batch_size)
+        scorer = StudentEnergyScorer(store_for(self.cfg),
+                                     student_path(self.cfg.learner.student_model), o,
+                                     teacher=teacher.model if o.score == "nll_gap" else None)
+        writer = TeacherPromptWriter(teacher)
         source = KafkaSource(k, bootstrap, "ood", [k.prompts_topic])
         self.sink = KafkaSink(k, bootstrap, "ood")
         self.stage = OODStage(source, self.sink, writer, scorer, feedback_format(self.cfg), o,

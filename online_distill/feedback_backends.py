@@ -13,7 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from online_distill.config import OODConfig
 from online_distill.ood import prompt_scores
@@ -26,8 +31,9 @@ class StudentEnergyScorer:
     """Callable: prompt texts -> energies under the served student version."""
 
     def __init__(self, store: LocalWeightsStore, initial_path: str, cfg: OODConfig,
-                 refresh_s: float = 5.0) -> None:
+                 refresh_s: float = 5.0, teacher: PreTrainedModel | None = None) -> None:
         self.store, self.cfg, self.refresh_s = store, cfg, refresh_s
+        self.teacher = teacher  # for ood.score=nll_gap
         self.version: int | None = None
         self.model = AutoModelForCausalLM.from_pretrained(initial_path, use_safetensors=True)
         self.model.eval()
@@ -53,7 +59,7 @@ class StudentEnergyScorer:
         ids = [self.tokenizer(t).input_ids for t in texts]
         return prompt_scores(self.model, ids, int(self.tokenizer.pad_token_id or 0),
                              self.cfg.score, self.cfg.energy_temperature,
-                             self.cfg.energy_aggregate)
+                             self.cfg.energy_aggregate, teacher=self.teacher)
 
 
 class TeacherPromptWriter:
