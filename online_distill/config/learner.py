@@ -218,6 +218,13 @@ class GateConfig:
     (a paired one-sided test over the probe items), so probe noise does not refuse good
     students; 0.5 compares the means alone."""
 
+    fixed_probe_slack: float = 5.0
+    """While the rolling probe of today's held-out traffic is scored, the fixed probes (a
+    regression guard against damaged students) allow this many times the tolerances, so
+    that after a drift the gate promotes the student that serves today's traffic better
+    (with 1.0 a post-drift student that forgets a little of yesterday's mix is refused).
+    The rolling probe itself always uses the plain tolerances."""
+
     probe_size: int = 200
     """Prompts in the fixed held-out probe set scored for every candidate version."""
 
@@ -244,6 +251,7 @@ class GateConfig:
         check_range(self, "tolerance", ge=0, le=1, fix="a typical value is 0.01")
         check_range(self, "nll_tolerance", ge=0, fix="a typical value is 0.1")
         check_range(self, "confidence", ge=0.5, lt=1, fix="a typical value is 0.95")
+        check_range(self, "fixed_probe_slack", ge=1, fix="1 applies the plain tolerances")
         check_range(self, "probe_size", ge=1, fix="a typical value is 200")
         check_range(self, "min_probe_examples", ge=1, fix="a typical value is 20")
         check_range(self, "rolling_probe_size", ge=0, fix="0 turns the rolling probe off")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from online_distill.config import Config
-from online_distill.gate.gate import Gate
+from online_distill.gate.gate import ROLLING, Gate
 from online_distill.gate.probes import LabelProbe, Probe, TaskProbe
 from online_distill.holdout import HoldoutBuffer
 from online_distill.weights import LocalWeightsStore
@@ -31,7 +31,7 @@ def build_gate(cfg: Config, store: LocalWeightsStore, holdout: HoldoutBuffer) ->
                                  lambda: min(len(holdout.fixed), holdout.fixed_size),
                                  min_examples=g.min_probe_examples))
     if g.rolling_probe_size > 0:
-        probes.append(LabelProbe("rolling", lambda: list(holdout.rolling),
+        probes.append(LabelProbe(ROLLING, lambda: list(holdout.rolling),
                                  lambda: holdout.generation, min_examples=g.min_probe_examples))
     return Gate(store, probes, g.tolerance, g.nll_tolerance, confidence=g.confidence,
-                enabled=g.enabled)
+                enabled=g.enabled, fixed_slack=g.fixed_probe_slack)

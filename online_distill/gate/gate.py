@@ -36,6 +36,8 @@ from online_distill.weights import LocalWeightsStore
 log = logging.getLogger("online_distill.gate")
 
 Decision = Literal["promoted", "refused", "superseded"]
+ROLLING = "rolling"
+"""The probe of recent held-out traffic (see :func:`online_distill.gate.build.build_gate`)."""
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,17 @@ def _regression_bound(cand: Sequence[float], base: Sequence[float], higher_bette
 
 
 def regressions(candidate: dict[str, ItemScores], baseline: dict[str, ItemScores],
-                tolerance: float, nll_tolerance: float, confidence: float = 0.95
-                ) -> list[str]:
-    """Human-readable reasons, one per metric confidently worse beyond its tolerance."""
+                tolerance: float, nll_tolerance: float, confidence: float = 0.95,
+                scale: dict[str, float] | None = None) -> list[str]:
+    """Human-readable reasons, one per metric confidently worse beyond its tolerance.
+
+    ``scale`` multiplies both tolerances per probe (default 1): the gate widens them for
+    the fixed probes while the rolling probe of today's traffic is scored.
+    """
     z = statistics.NormalDist().inv_cdf(confidence)
     reasons = []
     for probe, metrics in candidate.items():
+        k = (scale or {}).get(probe, 1.0)
         for metric, values in metrics.items():
             old = baseline.get(probe, {}).get(metric)
             if old is None or len(old) != len(values) or not values:
@@ -87,7 +94,7 @@ def regressions(candidate: dict[str, ItemScores], baseline: dict[str, ItemScores
                 reasons.append(f"{name}: not finite")
                 continue
             higher = HIGHER_IS_BETTER.get(metric, True)
-            allowed = tolerance if higher else nll_tolerance * abs(old_mean)
+            allowed = k * (tolerance if higher else nll_tolerance * abs(old_mean))
             bound = _regression_bound(values, old, higher, z)
             if bound > allowed:
                 reasons.append(f"{name}: worse by at least {bound:.4f} (allowed {allowed:.4f}, "
@@ -109,10 +116,11 @@ class Gate:
 
     def __init__(self, store: LocalWeightsStore, probes: Sequence[Probe], tolerance: float,
                  nll_tolerance: float, confidence: float = 0.95, enabled: bool = True,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", fixed_slack: float = 1.0) -> None:
         self.store, self.probes = store, list(probes)
         self.tolerance, self.nll_tolerance = tolerance, nll_tolerance
         self.confidence = confidence
+        self.fixed_slack = fixed_slack
         self.enabled, self.device = enabled, device
         self.counts: Counter[str] = Counter()
         """Decisions since start: promoted, refused, superseded, and refused/<probe>/<metric>."""
@@ -154,12 +162,20 @@ class Gate:
             base_model, base_tok = self.store.load(baseline, self.device)
             base_scores = self.scores(baseline, base_model, base_tok)
             reasons = regressions(scores, base_scores, self.tolerance, self.nll_tolerance,
-                                  self.confidence)
+                                  self.confidence, self._scale(scores))
             verdict = Verdict(version, "refused" if reasons else "promoted", baseline,
                               summary(scores), summary(base_scores), reasons)
         verdict = Verdict(**{**asdict(verdict), "seconds": time.monotonic() - started})
         self._record(verdict)
         return verdict
+
+    def _scale(self, scores: dict[str, ItemScores]) -> dict[str, float]:
+        """Fixed probes guard against damage; once the rolling probe (today's traffic) is
+        scored, they allow ``fixed_slack`` times the tolerance, so that after a drift a
+        student that serves today's traffic better is not held back by yesterday's mix."""
+        if ROLLING not in scores:
+            return {}
+        return {name: self.fixed_slack for name in scores if name != ROLLING}
 
     def scores(self, version: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                ) -> dict[str, ItemScores]:

@@ -139,3 +139,17 @@ def test_label_probe_scores_agreement_with_pseudo_targets(teacher) -> None:
     assert probe.ready() and len(items["agreement"]) == len(exs) == len(items["nll"])
     assert good["agreement"] > 0.95 and good["nll"] < 0.2
     assert bad["agreement"] < 0.5 and bad["nll"] > 1.0
+
+
+def test_fixed_probes_get_slack_only_while_the_rolling_probe_is_scored(tmp_path) -> None:
+    n = 400
+    base = [1.0] * 200 + [0.0] * 200  # 50%
+    cand = [1.0] * 180 + [0.0] * 220  # 45%: confidently worse by more than 0.01
+    scores = {"head": {"exact_match": cand}}
+    assert regressions(scores, {"head": {"exact_match": base}}, 0.01, 0.1)
+    assert regressions(scores, {"head": {"exact_match": base}}, 0.01, 0.1,
+                       scale={"head": 5.0}) == []  # within 0.05
+    gate = Gate(LocalWeightsStore(tmp_path), [], 0.01, 0.1, fixed_slack=5.0)
+    assert gate._scale({"head": {}, "tail": {}}) == {}
+    assert gate._scale({"head": {}, "rolling": {}}) == {"head": 5.0}
+    assert len(base) == len(cand) == n
