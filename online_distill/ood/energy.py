@@ -171,10 +171,12 @@ def prompt_scores(model: PreTrainedModel, token_ids: Sequence[Sequence[int]], pa
 
 
 def _score_tensors(model: PreTrainedModel, chunk: list[list[int]], pad_id: int,
-                   fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Tensor:
-    """One right-padded batch through ``model``; ``fn(logits, ids, mask)`` on CPU."""
+                   fn: Callable[[Tensor, Tensor, Tensor], Tensor], min_width: int = 2
+                   ) -> Tensor:
+    """One right-padded batch through ``model`` in eval/inference mode (the training flag is
+    restored); returns ``fn(logits, ids, mask)`` computed on CPU."""
     device = next(model.parameters()).device
-    width = max(2, max(len(ids) for ids in chunk))
+    width = max(min_width, max(len(ids) for ids in chunk))
     ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (B, L)
     mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, L)
     for row, seq in enumerate(chunk):
@@ -201,23 +203,8 @@ def _score_batches(
     """Right-pad in batches, run the model, apply ``fn(logits, ids, mask) -> (B,)``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     out: list[float] = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(token_ids), batch_size):
-                chunk = [list(ids) for ids in token_ids[start : start + batch_size]]
-                width = max(min_width, max(len(ids) for ids in chunk))
-                ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (B, L)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, L)
-                for row, seq in enumerate(chunk):
-                    ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-                    mask[row, : len(seq)] = 1
-                ids, mask = ids.to(device), mask.to(device)
-                logits = model(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
-                out.extend(fn(logits, ids, mask).double().cpu().tolist())
-    finally:
-        model.train(was_training)
+    for start in range(0, len(token_ids), batch_size):
+        chunk = [list(ids) for ids in token_ids[start : start + batch_size]]
+        out.extend(_score_tensors(model, chunk, pad_id, fn, min_width).double().tolist())
     return out
