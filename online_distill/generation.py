@@ -21,6 +21,19 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
     return ids.to(device), mask.to(device)
 
 
+def right_pad(seqs: Sequence[Sequence[int]], pad_id: int, min_width: int = 1
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists (for scoring: causal attention never sees the padding):
+    input_ids (B, W) and attention_mask (B, W), W >= ``min_width``."""
+    width = max(min_width, max(len(s) for s in seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
 def cut_at_eos(tokens: Sequence[int], eos_ids: Collection[int]) -> list[int]:
     """Keep tokens up to and including the first end-of-sequence token."""
     for i, tok in enumerate(tokens):

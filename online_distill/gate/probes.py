@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from online_distill.generation import right_pad
 from online_distill.messages import LabeledExample
 from online_distill.tasks.arithmetic import Problem, is_correct
 from online_distill.tasks.evaluate import complete
@@ -56,13 +57,9 @@ def teacher_forced(model: PreTrainedModel, sequences: Sequence[tuple[list[int], 
     nll: list[float] = []
     for start in range(0, len(sequences), batch_size):
         chunk = list(sequences[start : start + batch_size])
-        width = max(max(len(p) + len(t) for p, t in chunk), 2)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
+        ids, mask = right_pad([p + t for p, t in chunk], pad_id, min_width=2)  # (B, W)
         target = torch.zeros_like(ids, dtype=torch.bool)  # positions whose token is a target
         for row, (p, t) in enumerate(chunk):
-            ids[row, : len(p) + len(t)] = torch.tensor(p + t)
-            mask[row, : len(p) + len(t)] = 1
             target[row, len(p) : len(p) + len(t)] = True
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()  # (B, W-1, V)

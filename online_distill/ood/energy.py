@@ -44,6 +44,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from online_distill.generation import right_pad
+
 Aggregate = Literal["mean", "max", "last"]
 """How per-position energies make one sequence score."""
 
@@ -99,6 +101,12 @@ def prompt_energies(
     return _score_batches(model, token_ids, pad_id, energies, batch_size)
 
 
+def token_nll(logits: Tensor, ids: Tensor, mask: Tensor | None = None) -> Tensor:
+    """NLL of each sequence's next tokens: (B, L, V) logits, (B, L) ids -> (B, L-1)."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V)
+    return -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+
+
 def prompt_nll(
     model: PreTrainedModel,
     token_ids: Sequence[Sequence[int]],
@@ -114,9 +122,7 @@ def prompt_nll(
     """
 
     def nll(logits: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V)
-        token = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, L-1)
-        return aggregate(token, mask[:, 1:], how)  # (B,)
+        return aggregate(token_nll(logits, ids), mask[:, 1:], how)  # (B,)
 
     return _score_batches(model, token_ids, pad_id, nll, batch_size, min_width=2)
 
@@ -138,19 +144,10 @@ def prompt_nll_gap(
     out: list[float] = []
     for start in range(0, len(token_ids), batch_size):
         chunk = [list(ids) for ids in token_ids[start : start + batch_size]]
-        gaps = []
-        for model in (student, teacher):
-            def per_token(logits: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
-                logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V)
-                nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, L-1)
-                return nll * mask[:, 1:]  # (B, L-1), 0 at padding
-
-            gaps.append(_score_tensors(model, chunk, pad_id, per_token))
-        width = max(2, max(len(ids) for ids in chunk))
-        mask = torch.zeros((len(chunk), width - 1), dtype=torch.long)  # (B, L-1)
-        for row, seq in enumerate(chunk):
-            mask[row, : max(0, len(seq) - 1)] = 1
-        out.extend(aggregate(gaps[0] - gaps[1], mask, how).double().tolist())
+        own = _score_tensors(student, chunk, pad_id, token_nll)  # (B, L-1)
+        ref = _score_tensors(teacher, chunk, pad_id, token_nll)  # (B, L-1)
+        _, mask = right_pad(chunk, pad_id, min_width=2)  # (B, L)
+        out.extend(aggregate(own - ref, mask[:, 1:], how).double().tolist())
     return out
 
 
@@ -176,12 +173,7 @@ def _score_tensors(model: PreTrainedModel, chunk: list[list[int]], pad_id: int,
     """One right-padded batch through ``model`` in eval/inference mode (the training flag is
     restored); returns ``fn(logits, ids, mask)`` computed on CPU."""
     device = next(model.parameters()).device
-    width = max(min_width, max(len(ids) for ids in chunk))
-    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (B, L)
-    mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, L)
-    for row, seq in enumerate(chunk):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
+    ids, mask = right_pad(chunk, pad_id, min_width)  # (B, L)
     was_training = model.training
     model.eval()
     try:

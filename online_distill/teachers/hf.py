@@ -20,7 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from online_distill.generation import generate
+from online_distill.generation import generate, right_pad
 from online_distill.losses import sparse_from_logits
 from online_distill.messages import PseudoTarget
 from online_distill.teachers.protocol import LabelRequest, TokenScores
@@ -120,12 +120,7 @@ class HFTeacher:
             prompts = prompt_ids[start : start + self.batch_size]
             conts = continuation_ids[start : start + self.batch_size]
             seqs = [list(p) + list(c) for p, c in zip(prompts, conts, strict=True)]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, seq in enumerate(seqs):  # right padding: causal attention ignores it
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
+            ids, mask = right_pad(seqs, self.pad_id)  # (B, W)
             logits = self.model(input_ids=ids.to(self.device),
                                 attention_mask=mask.to(self.device)).logits.float()  # (B, W, V)
             for row, (p, c) in enumerate(zip(prompts, conts, strict=True)):
