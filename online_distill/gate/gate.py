@@ -126,12 +126,18 @@ class Gate:
         """Decisions since start: promoted, refused, superseded, and refused/<probe>/<metric>."""
         self.last: Verdict | None = None
         self._cache: dict[tuple[int, str], ItemScores] = {}
+        self._judged: int | None = None  # newest judged version; read from disk once
+        self._held: tuple[int, PreTrainedModel, PreTrainedTokenizerBase] | None = None
+        """The promoted version's model, kept loaded: it is every candidate's baseline."""
 
     def pending(self) -> list[int]:
-        """Versions newer than every judged one, oldest first."""
-        judged = [v for v in self.store.versions() if self.store.verdict(v) is not None]
-        floor = max([*judged, self.store.promoted() or 0])
-        return [v for v in self.store.versions() if v > floor]
+        """Versions newer than every judged one (and the promoted one), oldest first."""
+        versions = self.store.versions()
+        if self._judged is None:  # after a restart: the verdicts on disk say how far it got
+            self._judged = max((v for v in versions if self.store.verdict(v) is not None),
+                               default=0)
+        floor = max(self._judged, self.store.promoted() or 0)
+        return [v for v in versions if v > floor]
 
     def step(self) -> Verdict | None:
         """Judge the newest pending version (marking older pending ones superseded)."""
@@ -159,15 +165,22 @@ class Gate:
                               reasons=["nothing was served yet"])
         else:
             scores = self.scores(version, model, tokenizer)
-            base_model, base_tok = self.store.load(baseline, self.device)
-            base_scores = self.scores(baseline, base_model, base_tok)
+            base_scores = self.scores(baseline, *self._load(baseline))
             reasons = regressions(scores, base_scores, self.tolerance, self.nll_tolerance,
                                   self.confidence, self._scale(scores))
             verdict = Verdict(version, "refused" if reasons else "promoted", baseline,
                               summary(scores), summary(base_scores), reasons)
         verdict = Verdict(**{**asdict(verdict), "seconds": time.monotonic() - started})
         self._record(verdict)
+        if verdict.decision == "promoted":
+            self._held = (version, model, tokenizer)
         return verdict
+
+    def _load(self, version: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The promoted version's model: from memory, or loaded once and then kept."""
+        if self._held is None or self._held[0] != version:
+            self._held = (version, *self.store.load(version, self.device))
+        return self._held[1], self._held[2]
 
     def _scale(self, scores: dict[str, ItemScores]) -> dict[str, float]:
         """Fixed probes guard against damage; once the rolling probe (today's traffic) is
@@ -194,6 +207,7 @@ class Gate:
 
     def _record(self, verdict: Verdict) -> None:
         self.store.record_verdict(verdict.version, verdict.to_dict())
+        self._judged = max(self._judged or 0, verdict.version)
         self.counts[verdict.decision] += 1
         self.last = verdict
         if verdict.decision == "promoted":
