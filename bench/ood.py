@@ -22,6 +22,7 @@ import torch
 
 from online_distill.config import load_config
 from online_distill.critics import build_critics
+from online_distill.feedback_backends import TeacherPromptWriter
 from online_distill.learner import Learner
 from online_distill.messages import PromptMessage, encode
 from online_distill.ood import feedback_format, prompt_scores
@@ -68,12 +69,8 @@ def run_row(name: str, ood_on: bool, critics_on: bool, args: argparse.Namespace,
                                  cfg.ood.energy_temperature, cfg.ood.energy_aggregate,
                                  teacher=teacher.model)
 
-        def writer(texts: list[str], n: int) -> list[str]:
-            from online_distill.feedback_backends import TeacherPromptWriter
-
-            return TeacherPromptWriter(teacher)(texts, n)
-
-        ood = OODStage(MemorySource(log, [P], group="ood"), sink, writer, scorer,
+        ood = OODStage(MemorySource(log, [P], group="ood"), sink,
+                       TeacherPromptWriter(teacher), scorer,
                        feedback_format(cfg), cfg.ood, F, DeadLetterWriter(sink, D, "o"),
                        clock=lambda: clock[0], seed=args.seed)
     traffic = iter(DemoTraffic(MIX, MIX, seed=args.seed))

@@ -159,8 +159,8 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"online-distill: {exc}", file=sys.stderr)
         return 2
-    print(f"promoted v{version} (was v{before}); replicas switch within "
-          "serve.poll_interval_s")
+    print(f"promoted v{version} (was v{before}); every replica switches "
+          "serve.swap_delay_s after it")
     return 0
 
 
@@ -173,8 +173,8 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"online-distill: {exc}", file=sys.stderr)
         return 2
-    print(f"rolled back from v{before} to v{target}; replicas switch within "
-          "serve.poll_interval_s")
+    print(f"rolled back from v{before} to v{target}; every replica switches "
+          "serve.swap_delay_s after it")
     return 0
 
 
