@@ -16,7 +16,7 @@ from online_distill.actors.common import (
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from online_distill.config import Config, config_from_dict
-from online_distill.critics import build_critics
+from online_distill.critics import CriticChain, build_critics
 from online_distill.learner import Learner
 from online_distill.self_distill import SelfDistiller
 from online_distill.stages.learner_stage import LearnerStage, prompt_time_metrics
@@ -53,7 +53,9 @@ class LearnerActor:
         self.critics = build_critics(self.cfg)
         self.distiller = None
         if lc.self_distill_every_steps:
-            own = build_critics(self.cfg)
+            # Same critics, own counts; one similarity model (an embedding model loads once).
+            own = (CriticChain(self.critics.cfg, self.critics.checker,
+                               similarity=self.critics.similarity) if self.critics else None)
             self.distiller = SelfDistiller(self.learner, self.tokenizer,
                                            lc.self_distill_samples, t.max_new_tokens,
                                            critic=own.filter if own else None,
