@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv venv-trl s3rver test unit integration lint typecheck demo demo-teacher bench-methods clean
+.PHONY: venv venv-trl s3rver prometheus test unit integration lint typecheck demo demo-teacher bench-methods clean
 
 # torch first (the local CPU wheel), then everything else under the torch constraint so
 # that no dependency can pull a CUDA build of torch.
@@ -25,13 +25,22 @@ $(S3RVER):
 
 s3rver: $(S3RVER)
 
-test: $(STAMP) $(S3RVER) lint
+# Prometheus and promtool (Debian package) for the observability tests: promtool checks the
+# live /metrics, deploy/prometheus.yml and deploy/alerts.yml; a real Prometheus scrapes the demo.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y --no-install-recommends prometheus >/dev/null || { \
+	    $$SUDO apt-get update >/dev/null && \
+	    $$SUDO apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
+
+test: $(STAMP) $(S3RVER) prometheus lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
-unit: $(STAMP)
+unit: $(STAMP) prometheus
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/unit
 
-integration: $(STAMP) $(S3RVER)
+integration: $(STAMP) $(S3RVER) prometheus
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/integration
 
 lint: $(STAMP)
@@ -46,6 +55,7 @@ DURATION ?= 420
 demo: $(STAMP)
 	rm -rf runs/demo  # a fresh story each time: the in-memory broker starts empty too
 	$(BIN)/online-distill up --file deploy/demo.yaml --duration $(DURATION)
+	$(BIN)/online-distill report --file deploy/demo.yaml --out runs/demo/report.png
 
 # Rebuild the shipped teacher from scratch (about 40 minutes on 2 cores).
 demo-teacher: $(STAMP)

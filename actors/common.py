@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from online_distill.streams import MessageSource
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
 
 log = logging.getLogger("online_distill.actors")
@@ -33,8 +34,12 @@ def student_path(model: str) -> str:
 class LoopThread:
     """Calls ``step()`` until stopped; on an exception, logs it and exits the process."""
 
-    def __init__(self, name: str, step: Callable[[], object], idle_sleep_s: float = 0.0):
+    def __init__(self, name: str, step: Callable[[], object], idle_sleep_s: float = 0.0,
+                 after_step: Callable[[], object] | None = None):
+        """``after_step`` runs in the loop thread after each step (for work that must not
+        race the step, such as asking the stage's Kafka consumer for its lag)."""
         self.name, self.step, self.idle_sleep_s = name, step, idle_sleep_s
+        self.after_step = after_step
         self.stop_event = threading.Event()
         self.error: str | None = None
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -44,6 +49,8 @@ class LoopThread:
         while not self.stop_event.is_set():
             try:
                 self.step()
+                if self.after_step is not None:
+                    self.after_step()
             except Exception as exc:  # noqa: BLE001 - fatal: let Ray restart the actor
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.exception("%s: fatal error in the loop; exiting so Ray restarts the actor",
@@ -58,12 +65,32 @@ class LoopThread:
         self.thread.join(timeout_s)
 
 
-def total_lag(source: object) -> int:
-    """Records of the source's partitions not yet committed; -1 when the broker won't say."""
-    try:
-        return sum(source.lag().values())  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - lag is informative only
-        return -1
+class LagProbe:
+    """A source's lag per topic, measured at most every ``every_s`` by :meth:`poll`, which
+    the loop thread calls (a Kafka consumer is not thread-safe, so the actor's stats and
+    metrics read the cached values instead of asking the consumer themselves)."""
+
+    def __init__(self, source: MessageSource, every_s: float = 5.0) -> None:
+        self.source, self.every_s = source, every_s
+        self.by_topic: dict[str, int] = {}
+        self.total = -1
+        """Records of the source's partitions not yet committed; -1: not known yet."""
+        self._last = -float("inf")
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        try:
+            lag = self.source.lag()
+        except Exception:  # noqa: BLE001 - lag is informative only
+            self.total = -1
+            return
+        by_topic: dict[str, int] = {}
+        for part, n in lag.items():
+            by_topic[part.topic] = by_topic.get(part.topic, 0) + n
+        self.by_topic, self.total = by_topic, sum(by_topic.values())
 
 
 def ensure_dir(path: str) -> Path:

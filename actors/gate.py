@@ -1,4 +1,8 @@
-"""The gate actor: a thin Ray shell over :class:`GateStage`."""
+"""The gate actor: a thin Ray shell over :class:`GateStage`.
+
+It also exports what the weights store knows (promoted and latest version, the promoted
+version's scores and freshness): the gate is the store's one always-running reader.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,14 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LoopThread
+from online_distill.actors.common import LagProbe, LoopThread
+from online_distill.actors.metrics import start_pusher
+from prometheus_client import CollectorRegistry
 
 from online_distill.config import config_from_dict
 from online_distill.gate import build_gate
 from online_distill.gate.build import build_holdout
+from online_distill.metrics import GateMetrics, StageMetrics, drain
 from online_distill.stages.gate_stage import GateStage
 from online_distill.streams import KafkaSource
 from online_distill.weights import store_for
@@ -28,7 +35,32 @@ class GateActor:
         source = KafkaSource(k, bootstrap, "gate", [k.labels_topic])
         self.stage = GateStage(source, self.holdout, self.gate, self.store, g.keep_versions,
                                k.max_message_bytes)
-        self.loop = LoopThread("gate", self.stage.run_once)
+        self.lag = LagProbe(source)
+        registry = CollectorRegistry()
+        self.stage_metrics = StageMetrics(registry, "gate")
+        self.gate_metrics = GateMetrics(registry)
+        self._served: tuple[int | None, dict[str, Any], float | None] = (None, {}, None)
+        self.pusher = start_pusher(self.cfg, "gate", registry, self._update_metrics)
+        self.loop = LoopThread("gate", self.stage.run_once, after_step=self.lag.poll)
+
+    def _served_facts(self) -> tuple[int | None, dict[str, Any], float | None]:
+        """The promoted version, its gate scores and its newest trained prompt's time
+        (re-read only when the promoted version changes)."""
+        promoted = self.store.promoted()
+        if promoted is not None and promoted != self._served[0]:
+            try:
+                verdict = self.store.verdict(promoted) or {}
+                newest = self.store.manifest(promoted).metrics.get("prompt_newest_at")
+                self._served = (promoted, verdict.get("scores", {}), newest)
+            except FileNotFoundError:  # pruned meanwhile: next time
+                pass
+        return self._served
+
+    def _update_metrics(self) -> None:
+        promoted, scores, newest = self._served_facts()
+        self.stage_metrics.update(self.stage.stats.by_topic, {}, {}, self.lag.by_topic)
+        self.gate_metrics.update(self.gate.counts, drain(self.gate.recent), promoted,
+                                 self.store.latest(), newest, scores, len(self.holdout.rolling))
 
     def stats(self) -> dict[str, Any]:
         last = self.gate.last
@@ -39,3 +71,5 @@ class GateActor:
 
     def stop(self) -> None:
         self.loop.stop()
+        if self.pusher is not None:
+            self.pusher.stop()

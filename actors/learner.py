@@ -7,17 +7,22 @@ from typing import Any
 import ray
 import torch
 from online_distill.actors.common import (
+    LagProbe,
     LoopThread,
     ensure_dir,
     student_path,
     teacher_path,
-    total_lag,
 )
+from online_distill.actors.metrics import start_pusher
+from prometheus_client import CollectorRegistry
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from online_distill.config import Config, config_from_dict
 from online_distill.critics import CriticChain, build_critics
+from online_distill.drift import DriftMonitor
+from online_distill.drift_energy import ReferenceEnergy
 from online_distill.learner import Learner
+from online_distill.metrics import DriftMetrics, LearnerMetrics, StageMetrics
 from online_distill.self_distill import SelfDistiller
 from online_distill.stages.learner_stage import LearnerStage, prompt_time_metrics
 from online_distill.stages.offsets import offsets_to_json
@@ -64,18 +69,37 @@ class LearnerActor:
         # its own checkpoint, so it takes every partition directly (no rebalances).
         source = KafkaSource(k, bootstrap, "learner", [k.labels_topic], manual_assign=True)
         self.sink = KafkaSink(k, bootstrap, "learner")
-        self.stage = LearnerStage(source, self.learner, lc,
-                                  DeadLetterWriter(self.sink, k.dead_letter_topic, "learner"),
+        m = self.cfg.metrics
+        self.drift = DriftMonitor(m.drift_window, m.drift_threshold, m.drift_method,
+                                  tail_quantile=self.cfg.ood.tail_quantile)
+        self.dead_letters = DeadLetterWriter(self.sink, k.dead_letter_topic, "learner")
+        self.stage = LearnerStage(source, self.learner, lc, self.dead_letters,
                                   self.sink, publisher=self._publish,
                                   max_message_bytes=k.max_message_bytes,
                                   audit_path=ensure_dir(self.cfg.run_dir) / "trained_ids.log",
                                   holdout_share=holdout_share(self.cfg),
                                   critic=self.critics.filter if self.critics else None,
-                                  self_distiller=self.distiller)
+                                  self_distiller=self.distiller, drift=self.drift,
+                                  reference_energy=ReferenceEnergy(
+                                      int(self.tokenizer.pad_token_id or 0),
+                                      renew_after=4 * m.drift_window))
         if lc.resume:  # else the student starts fresh from student_model
             self.stage.resume()
         self.published: list[int] = []
-        self.loop = LoopThread("learner", self.stage.run_once)
+        self.lag = LagProbe(source)
+        registry = CollectorRegistry()
+        self.stage_metrics = StageMetrics(registry, "learner")
+        self.learner_metrics = LearnerMetrics(registry)
+        self.drift_metrics = DriftMetrics(registry)
+        self.pusher = start_pusher(self.cfg, "learner", registry, self._update_metrics)
+        self.loop = LoopThread("learner", self.stage.run_once, after_step=self.lag.poll)
+
+    def _update_metrics(self) -> None:
+        s = self.stage.stats
+        self.stage_metrics.update(s.by_topic, {}, self.dead_letters.by_topic, self.lag.by_topic)
+        self.learner_metrics.update(s, self.learner.skipped_steps,
+                                    self.critics.snapshot() if self.critics else None)
+        self.drift_metrics.update(self.drift.snapshot())
 
     def _publish(self, learner: Learner) -> None:
         last = self.stage.stats.last_step
@@ -95,8 +119,9 @@ class LearnerActor:
                 "loss": last.loss if last else None, "fresh_trained": s.fresh_trained,
                 "duplicates": s.duplicates, "checkpoints": s.checkpoints,
                 "published": list(self.published), "pending": len(self.stage.pending),
-                "tokens": last.tokens if last else 0, "lag": total_lag(self.stage.source),
-                "train_seconds": s.train_seconds, "trained_tokens": s.trained_tokens}
+                "tokens": last.tokens if last else 0, "lag": self.lag.total,
+                "train_seconds": s.train_seconds, "trained_tokens": s.trained_tokens,
+                "live": s.last_live, "drift": self.drift.snapshot()}
 
     def trained_ids(self) -> list[str]:
         return list(self.stage.trained_ids)
@@ -105,3 +130,5 @@ class LearnerActor:
         """Finish the step in hand, write a final checkpoint and commit its offsets."""
         self.loop.stop()
         self.stage.checkpoint()
+        if self.pusher is not None:
+            self.pusher.stop()

@@ -11,10 +11,13 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LoopThread, student_path, teacher_path
+from online_distill.actors.common import LagProbe, LoopThread, student_path, teacher_path
+from online_distill.actors.metrics import start_pusher
+from prometheus_client import CollectorRegistry
 
 from online_distill.config import config_from_dict
 from online_distill.feedback_backends import StudentEnergyScorer, TeacherPromptWriter
+from online_distill.metrics import OODMetrics, StageMetrics
 from online_distill.ood import feedback_format
 from online_distill.stages.ood_stage import OODStage
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
@@ -35,11 +38,22 @@ class OODActor:
         writer = TeacherPromptWriter(teacher)
         source = KafkaSource(k, bootstrap, "ood", [k.prompts_topic])
         self.sink = KafkaSink(k, bootstrap, "ood")
+        self.dead_letters = DeadLetterWriter(self.sink, k.dead_letter_topic, "ood")
         self.stage = OODStage(source, self.sink, writer, scorer, feedback_format(self.cfg), o,
-                              k.feedback_topic,
-                              DeadLetterWriter(self.sink, k.dead_letter_topic, "ood"))
+                              k.feedback_topic, self.dead_letters)
         self.scorer = scorer
-        self.loop = LoopThread("ood", self.stage.run_once)
+        self.lag = LagProbe(source)
+        registry = CollectorRegistry()
+        self.stage_metrics = StageMetrics(registry, "ood")
+        self.ood_metrics = OODMetrics(registry)
+        self.pusher = start_pusher(self.cfg, "ood", registry, self._update_metrics)
+        self.loop = LoopThread("ood", self.stage.run_once, after_step=self.lag.poll)
+
+    def _update_metrics(self) -> None:
+        s = self.stage.stats
+        self.stage_metrics.update(s.by_topic, {self.cfg.kafka.feedback_topic: s.kept},
+                                  self.dead_letters.by_topic, self.lag.by_topic)
+        self.ood_metrics.update(s)
 
     def stats(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -50,3 +64,5 @@ class OODActor:
 
     def stop(self) -> None:
         self.loop.stop()
+        if self.pusher is not None:
+            self.pusher.stop()

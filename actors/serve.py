@@ -4,20 +4,27 @@ Routes (FastAPI, so ``/openapi.json`` and ``/docs`` are served too):
 ``POST /v1/completions``, ``GET /v1/models``, ``GET /healthz``. Each replica watches the
 weights store's PROMOTED pointer itself (a Serve handle call reaches one replica, so a
 broadcast would miss the others) and hot-swaps in place (:mod:`online_distill.serving.swap`).
-Concurrent requests are decoded together by ``@serve.batch``.
+Concurrent requests are decoded together by ``@serve.batch``. Each replica counts its
+requests by status code and their latency (an HTTP middleware) and pushes its metrics to the
+metrics hub as ``serve-<replica id>``.
 
 No ``from __future__ import annotations`` here: Serve's ingress re-creates the route
 methods, and FastAPI must see the real ``Request`` class in their signatures.
 """
 
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from online_distill.actors.metrics import start_pusher
+from prometheus_client import CollectorRegistry
 from ray import serve
 
 from online_distill.config import Config, config_from_dict
+from online_distill.metrics import ServeMetrics
 from online_distill.serving.schemas import Completion, CompletionRequest, ErrorBody, ModelList
 from online_distill.serving.service import CompletionService, Item, run_items
 from online_distill.serving.swap import ModelSlot, Watcher
@@ -39,6 +46,25 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": CompletionRequest.model_json_schema()}}}}
+
+
+_METRICS: list[ServeMetrics] = []
+"""This replica process's metrics (set by the replica's constructor)."""
+
+
+@app.middleware("http")
+async def count_requests(request: Request,
+                         call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Every request's status code and latency, in the replica (4xx included)."""
+    start = time.perf_counter()
+    code = 500
+    try:
+        response = await call_next(request)
+        code = response.status_code
+        return response
+    finally:
+        for m in _METRICS:
+            m.observe_request(code, time.perf_counter() - start)
 
 
 def limits_of(cfg: Config) -> ServingLimits:
@@ -66,6 +92,12 @@ class StudentServer:
         self.service = CompletionService(self.slot, limits_of(self.cfg), s.served_model_name)
         # Which replica answered (X-Replica): benchmarks time each replica's swap with it.
         self.service.replica = serve.get_replica_context().replica_id.unique_id
+        registry = CollectorRegistry()
+        self.metrics = ServeMetrics(registry)
+        _METRICS[:] = [self.metrics]
+        self.pusher = start_pusher(self.cfg, f"serve-{self.service.replica[:8]}", registry,
+                                   lambda: self.metrics.update(self.slot.version,
+                                                               self.slot.stats))
         self._batched.set_max_batch_size(s.max_batch_size)
         self._batched.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
 
@@ -85,7 +117,10 @@ class StudentServer:
               openapi_extra=_REQUEST_BODY)
     async def completions(self, request: Request) -> JSONResponse:
         """Complete one prompt or a list of prompts (OpenAI's completions API subset)."""
-        return _json(await self.service.complete(await request.body(), self._run))
+        status, body, headers = await self.service.complete(await request.body(), self._run)
+        if status == 200:
+            self.metrics.tokens.inc(int(body.get("usage", {}).get("completion_tokens", 0)))
+        return _json((status, body, headers))
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS)
     def models(self) -> JSONResponse:
@@ -106,6 +141,8 @@ class StudentServer:
 
     def __del__(self) -> None:
         self.watcher.stop()
+        if self.pusher is not None:
+            self.pusher.stop()
 
 
 def student_app(cfg: Config) -> Any:

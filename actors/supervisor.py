@@ -17,7 +17,7 @@ from online_distill.actors.gate import GateActor
 from online_distill.actors.learner import LearnerActor
 from online_distill.actors.teacher import TeacherActor
 
-from online_distill.config import Config, config_to_dict
+from online_distill.config import Config, ConfigError, config_to_dict
 from online_distill.streams import EmbeddedBroker, ensure_topics
 
 log = logging.getLogger("online_distill.supervisor")
@@ -34,6 +34,8 @@ class Loop:
     ood: Any = None
     broker: EmbeddedBroker | None = None
     serve_url: str | None = None
+    metrics_hub: Any = None
+    metrics_url: str | None = None
 
 
 class Supervisor:
@@ -63,6 +65,7 @@ class Supervisor:
                 ray.init(num_cpus=cfg.ray.num_cpus or None, namespace=cfg.ray.namespace,
                          include_dashboard=cfg.ray.include_dashboard,
                          dashboard_host=cfg.ray.dashboard_host, log_to_driver=False)
+        hub, metrics_url = self._start_metrics() if cfg.metrics.enabled else (None, None)
         plain = config_to_dict(cfg)
         teachers = [
             TeacherActor.options(num_cpus=cfg.teacher.num_cpus, max_restarts=-1,
@@ -79,13 +82,31 @@ class Supervisor:
 
             ood = OODActor.options(num_cpus=cfg.ood.num_cpus, max_restarts=-1,
                                    name="ood").remote(plain, bootstrap, self.threads)
-        self.loop = Loop(bootstrap, teachers, learner, gate, ood, broker)
+        self.loop = Loop(bootstrap, teachers, learner, gate, ood, broker,
+                         metrics_hub=hub, metrics_url=metrics_url)
         if cfg.serve.enabled:
             from online_distill.actors.serve import start_serving
 
             self.loop.serve_url = start_serving(cfg)
             log.info("serving the promoted student at %s/v1/completions", self.loop.serve_url)
         return self.loop
+
+    def _start_metrics(self) -> tuple[Any, str]:
+        """The metrics hub actor and its /metrics URL; a clear error if it cannot bind."""
+        from online_distill.actors.metrics import start_hub
+
+        m = self.cfg.metrics
+        hub = start_hub(self.cfg)
+        try:
+            endpoint = ray.get(hub.endpoint.remote(), timeout=60)
+        except Exception as exc:
+            ray.kill(hub, no_restart=True)
+            raise ConfigError(f"cannot serve /metrics on {m.host}:{m.port} ({exc}); free the "
+                              "port, pick another, or set metrics.port=0 for a free one",
+                              path="metrics.port", value=m.port) from exc
+        url = f"http://{endpoint}/metrics"
+        log.info("Prometheus metrics of every loop process at %s", url)
+        return hub, url
 
     def snapshot(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Stats of every actor; an actor that is restarting reports {"error": ...}."""
@@ -122,6 +143,8 @@ class Supervisor:
                 from online_distill.actors.serve import stop_serving
 
                 stop_serving()
+            if self.loop.metrics_hub is not None:
+                ray.kill(self.loop.metrics_hub, no_restart=True)
             if self.loop.broker is not None:
                 self.loop.broker.stop()
             self.loop = None

@@ -10,9 +10,12 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LoopThread, teacher_path, total_lag
+from online_distill.actors.common import LagProbe, LoopThread, teacher_path
+from online_distill.actors.metrics import start_pusher
+from prometheus_client import CollectorRegistry
 
 from online_distill.config import config_from_dict
+from online_distill.metrics import StageMetrics, TeacherMetrics
 from online_distill.stages.teacher_stage import TeacherStage
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
 from online_distill.teachers.hf import HFTeacher
@@ -27,20 +30,34 @@ class TeacherActor:
         backend = HFTeacher(teacher_path(t.model), device=t.device, batch_size=t.batch_size)
         source = KafkaSource(k, bootstrap, "teacher", [k.prompts_topic, k.feedback_topic])
         self.sink = KafkaSink(k, bootstrap, "teacher")
+        self.dead_letters = DeadLetterWriter(self.sink, k.dead_letter_topic, "teacher")
         self.stage = TeacherStage(
-            source, self.sink, backend, backend.tokenizer, t, k.labels_topic,
-            DeadLetterWriter(self.sink, k.dead_letter_topic, "teacher"),
+            source, self.sink, backend, backend.tokenizer, t, k.labels_topic, self.dead_letters,
             max_prompt_tokens=self.cfg.learner.max_seq_len - t.max_new_tokens,
             max_message_bytes=k.max_message_bytes,
         )
-        self.loop = LoopThread("teacher", self.stage.run_once)
+        self.lag = LagProbe(source)
+        registry = CollectorRegistry()
+        self.stage_metrics = StageMetrics(registry, "teacher")
+        self.teacher_metrics = TeacherMetrics(registry)
+        name = ray.get_runtime_context().get_actor_name() or "teacher"
+        self.pusher = start_pusher(self.cfg, name, registry, self._update_metrics)
+        self.loop = LoopThread("teacher", self.stage.run_once, after_step=self.lag.poll)
+
+    def _update_metrics(self) -> None:
+        s = self.stage.stats
+        self.stage_metrics.update(s.by_topic, {self.cfg.kafka.labels_topic: s.labeled},
+                                  self.dead_letters.by_topic, self.lag.by_topic)
+        self.teacher_metrics.update(s)
 
     def stats(self) -> dict[str, Any]:
         s = self.stage.stats
         return {"polled": s.polled, "labeled": s.labeled, "dead_lettered": s.dead_lettered,
                 "retries": s.retries, "label_seconds": s.label_seconds,
-                "labeled_tokens": s.labeled_tokens, "lag": total_lag(self.stage.source)}
+                "labeled_tokens": s.labeled_tokens, "lag": self.lag.total}
 
     def stop(self) -> None:
         """Finish the batch in hand (it flushes and commits), then stop."""
         self.loop.stop()
+        if self.pusher is not None:
+            self.pusher.stop()

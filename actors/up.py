@@ -9,12 +9,16 @@ import threading
 import time
 from typing import Any
 
+from online_distill.actors.metrics import start_pusher
 from online_distill.actors.supervisor import Supervisor
+from prometheus_client import CollectorRegistry
 
 from online_distill.config import Config
+from online_distill.metrics import StageMetrics
 from online_distill.producer import DemoTrafficThread
 from online_distill.streams import KafkaSink
 from online_distill.tasks.traffic import DemoTraffic
+from online_distill.timeline import TimelineWriter, timeline_record
 from online_distill.weights import LocalWeightsStore, store_for
 
 log = logging.getLogger("online_distill.up")
@@ -104,20 +108,32 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
         gen = DemoTraffic(d.traffic_mix, d.drift_mix, d.drift_after_prompts, seed=d.seed)
         traffic = DemoTrafficThread(KafkaSink(cfg.kafka, loop.bootstrap, "demo-traffic"),
                                     cfg.kafka.prompts_topic, gen, d.traffic_rate_per_s).start()
+    pusher = None
+    if traffic is not None:  # the demo producer's messages, as stage "producer"
+        registry = CollectorRegistry()
+        produced = StageMetrics(registry, "producer")
+        topic = cfg.kafka.prompts_topic
+        pusher = start_pusher(cfg, "driver", registry,
+                              lambda: produced.update({}, {topic: traffic.sent}, {}, None))
     probe = ProbeWatcher(store_for(cfg))
+    timeline = TimelineWriter(cfg.run_dir)
     start, prev = time.monotonic(), {}
     snap: dict[str, Any] = {}
     print(f"online-distill up: broker {loop.bootstrap}, {len(loop.teachers)} teacher(s), "
           f"weights in {cfg.gate.weights_dir}"
           + (f", serving {loop.serve_url}/v1/completions" if loop.serve_url else "")
+          + (f", metrics {loop.metrics_url}" if loop.metrics_url else "")
           + "; Ctrl-C stops", flush=True)
     try:
         while not stop.wait(status_every_s):
             elapsed = time.monotonic() - start
             snap = sup.snapshot()
             probe.refresh()
-            print(status_line(elapsed, traffic.sent if traffic else 0, snap, probe, prev),
-                  flush=True)
+            sent = traffic.sent if traffic else 0
+            print(status_line(elapsed, sent, snap, probe, prev), flush=True)
+            timeline.write(timeline_record(
+                time.time(), elapsed, sent, snap, probe.version, probe.scores,
+                probe.freshness_s(), traffic.drifted_at is not None if traffic else None))
             if duration_s and elapsed >= duration_s:
                 break
     finally:
@@ -125,6 +141,8 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
               flush=True)
         if traffic:
             traffic.stop()
+        if pusher is not None:
+            pusher.stop()
         snap = sup.snapshot()
         sup.stop()
     probe.refresh()

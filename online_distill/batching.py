@@ -28,26 +28,29 @@ class Row:
     continuation: tuple[int, ...]
     scores: TokenScores
     source: str  # "teacher" | "student"
+    example: int = -1
+    """Index of the example it came from in the step's example list (-1: none)."""
 
     @staticmethod
-    def from_pseudo_target(prompt_ids: Sequence[int], pt: PseudoTarget) -> Row:
+    def from_pseudo_target(prompt_ids: Sequence[int], pt: PseudoTarget, example: int = -1
+                           ) -> Row:
         scores = TokenScores(
             topk_ids=pt.topk_ids_array(np.int64),
             topk_logprobs=pt.topk_logprobs_array(),
             tail_logmass=pt.tail_logmass_array(),
             token_logprobs=pt.sampled_logprobs_array(),
         )
-        return Row(tuple(prompt_ids), tuple(pt.token_ids), scores, pt.source)
+        return Row(tuple(prompt_ids), tuple(pt.token_ids), scores, pt.source, example)
 
 
 def rows_from_examples(examples: Sequence[LabeledExample], max_pts: int | None = None
                        ) -> list[Row]:
     """Every (prompt, pseudo-target) pair of the examples, at most ``max_pts`` per prompt."""
     rows = []
-    for ex in examples:
+    for i, ex in enumerate(examples):
         for pt in ex.pseudo_targets[:max_pts]:
             if pt.num_tokens:
-                rows.append(Row.from_pseudo_target(ex.prompt_token_ids, pt))
+                rows.append(Row.from_pseudo_target(ex.prompt_token_ids, pt, i))
     return rows
 
 

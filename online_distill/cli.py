@@ -178,6 +178,24 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from online_distill.config import load_config
+    from online_distill.report import ReportError, summary_line, write_report
+
+    cfg = load_config(args.file, args.overrides)
+    run_dir = Path(args.run_dir or cfg.run_dir)
+    weights_dir = Path(args.weights_dir or cfg.gate.weights_dir)
+    out = Path(args.out) if args.out else run_dir / "report.png"
+    try:
+        path, history = write_report(run_dir, weights_dir, out, args.prometheus, args.since)
+    except ReportError as exc:
+        print(f"online-distill report: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    print(summary_line(history))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
     from online_distill.tasks.teacher_training import TeacherRecipe
@@ -235,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="version to return to (default: the one served before the current), "
                    "then dotted overrides")
     p.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser("report", help="draw one PNG of a run: accuracy, drift, versions, lag")
+    p.add_argument("--file", "--config", "-f", dest="file", default=None)
+    p.add_argument("--run-dir", default=None,
+                   help="the run to draw (default: run_dir; reads its timeline.jsonl)")
+    p.add_argument("--weights-dir", default=None,
+                   help="its weights store (default: gate.weights_dir; reads verdicts.jsonl "
+                   "and promotions.jsonl)")
+    p.add_argument("--prometheus", default=None, metavar="URL",
+                   help="read Prometheus at URL (like http://127.0.0.1:9090) instead of the log")
+    p.add_argument("--since", type=float, default=3600.0, metavar="SECONDS",
+                   help="with --prometheus: how far back to look (default: %(default)g)")
+    p.add_argument("--out", default=None, help="the PNG to write (default: RUN_DIR/report.png)")
+    p.add_argument("overrides", nargs="*", metavar="a.b.c=value")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo-teacher",
                        help="train the demo teacher from scratch (about 40 min on 2 cores)")

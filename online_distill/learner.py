@@ -36,7 +36,8 @@ from online_distill.batching import Row, TrainingBatch, collate, rows_from_examp
 from online_distill.checkpoint import load_checkpoint, save_checkpoint
 from online_distill.config import LearnerConfig
 from online_distill.generation import generate
-from online_distill.losses import sequence_ce, sparse_divergence
+from online_distill.live_signals import LiveSignals, per_example, row_signals
+from online_distill.losses import reduce_valid, sequence_ce, sparse_bins, token_divergence
 from online_distill.messages import LabeledExample
 from online_distill.teachers.hf import resolve_device
 from online_distill.teachers.protocol import TeacherScorer
@@ -61,6 +62,9 @@ class StepStats:
     seconds: float
     sources: dict[str, int] = field(default_factory=dict)
     """Rows by who wrote the continuation (teacher / student)."""
+    signals: LiveSignals | None = None
+    """Per-example divergence, agreement and prompt energy of the student before this step
+    (teacher rows only; None for on-policy steps)."""
 
 
 def lr_factor(step: int, cfg: LearnerConfig) -> float:
@@ -139,8 +143,10 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         loss_sum = 0.0
-        for batch in batches:
-            loss, parts = self._loss(batch, num_valid, num_ce)
+        signals = torch.full((len(rows), 4), float("nan"))  # (R, 4) per row, see live_signals
+        for i, batch in enumerate(batches):
+            loss, parts, row_values = self._loss(batch, num_valid, num_ce)
+            signals[i::n_micro] = row_values.cpu()
             loss.backward()
             loss_sum += float(loss.detach())
             for name, value in parts.items():
@@ -163,10 +169,13 @@ class Learner:
             tokens=num_valid, rows=len(rows), onpolicy=onpolicy, skipped=skipped,
             lr=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - start,
             sources=sources,
+            signals=None if onpolicy else per_example(
+                signals, [r.example if r.source == "teacher" else -1 for r in rows]),
         )
 
     def _loss(self, b: TrainingBatch, num_valid: int, num_ce: int
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+              ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """The micro-batch's loss, its parts by kind, and its rows' live signals (B, 4)."""
         dev = self.device
         logits = self.model(
             input_ids=b.input_ids.to(dev), attention_mask=b.attention_mask.to(dev)
@@ -179,15 +188,18 @@ class Learner:
             weight = 1.0 if cfg.loss == "sequence_ce" else cfg.seq_ce_weight
             loss = loss + weight * ce
             parts["sequence_ce"] = float(ce.detach())
+        teacher = type(b.teacher)(b.teacher.ids.to(dev), b.teacher.logprobs.to(dev),
+                                  b.teacher.tail_logmass.to(dev))
+        mask = b.loss_mask.to(dev)
+        s_bins, t_bins = sparse_bins(logits, teacher, mask, cfg.temperature)  # (N, k+1) each
         if cfg.loss != "sequence_ce":
-            teacher = type(b.teacher)(b.teacher.ids.to(dev), b.teacher.logprobs.to(dev),
-                                      b.teacher.tail_logmass.to(dev))
-            div = sparse_divergence(cfg.loss, logits, teacher, b.loss_mask.to(dev),
-                                    beta=cfg.jsd_beta, temperature=cfg.temperature,
-                                    num_valid=num_valid)
+            div = reduce_valid(token_divergence(s_bins, t_bins, cfg.loss, cfg.jsd_beta), mask,
+                          num_valid)
             loss = loss + div
             parts[cfg.loss] = float(div.detach())
-        return loss, parts
+        top = teacher.ids[mask].gather(-1, teacher.logprobs[mask].argmax(-1, keepdim=True))
+        values = row_signals(logits.detach(), mask, s_bins.detach(), t_bins, top.squeeze(-1))
+        return loss, parts, values
 
     # ------------------------------------------------------------------ on-policy
     def student_rows(self, examples: Sequence[LabeledExample]) -> list[Row]:

@@ -124,7 +124,7 @@ def token_divergence(
     raise ValueError(f"unknown divergence {kind!r}: use one of {', '.join(DIVERGENCES)}")
 
 
-def _reduce(per_token: torch.Tensor, mask: torch.Tensor, num_valid: int | torch.Tensor | None
+def reduce_valid(per_token: torch.Tensor, mask: torch.Tensor, num_valid: int | torch.Tensor | None
             ) -> torch.Tensor:
     """Sum of the valid tokens' values divided by the (global) valid count."""
     return per_token.sum() / _valid_count(mask, num_valid)
@@ -147,7 +147,7 @@ def sequence_ce(
     """
     logits = student_logits[mask].float()  # (N, V)
     ce = F.cross_entropy(logits, target_ids[mask], reduction="none")  # (N,)
-    return _reduce(ce, mask, num_valid)
+    return reduce_valid(ce, mask, num_valid)
 
 
 def divergence(
@@ -168,7 +168,7 @@ def divergence(
         raise ValueError(f"temperature={temperature}: must be > 0")
     s = F.log_softmax(student_logits[mask].float() / temperature, dim=-1)  # (N, V)
     t = F.log_softmax(teacher_logits[mask].float() / temperature, dim=-1)  # (N, V)
-    return _reduce(token_divergence(s, t, kind, beta), mask, num_valid)
+    return reduce_valid(token_divergence(s, t, kind, beta), mask, num_valid)
 
 
 def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
@@ -277,11 +277,18 @@ def sparse_divergence(
     applied there. ``temperature`` divides the *student's* logits only: the teacher's
     log-probabilities arrive already at the temperature the backend used.
     """
+    s_bins, t_bins = sparse_bins(student_logits, teacher, mask, temperature)
+    return reduce_valid(token_divergence(s_bins, t_bins, kind, beta), mask, num_valid)
+
+
+def sparse_bins(student_logits: torch.Tensor, teacher: SparseTeacher, mask: torch.Tensor,
+                temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's and the teacher's log-probabilities on the teacher's k + 1 bins at the
+    N valid positions of ``mask`` (row-major): two (N, k + 1) tensors."""
     if temperature <= 0:
         raise ValueError(f"temperature={temperature}: must be > 0")
     s_full = F.log_softmax(student_logits[mask].float() / temperature, dim=-1)  # (N, V)
     ids = teacher.ids[mask].long()  # (N, k)
     tail = teacher.tail_logmass[mask].float()  # (N,)
     t_bins = torch.cat([teacher.logprobs[mask].float(), tail.unsqueeze(-1)], dim=-1)  # (N, k+1)
-    s_bins = fold_student(s_full, ids, tail)  # (N, k+1)
-    return _reduce(token_divergence(s_bins, t_bins, kind, beta), mask, num_valid)
+    return fold_student(s_full, ids, tail), t_bins

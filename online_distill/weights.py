@@ -8,6 +8,7 @@ Layout under the store's root::
     PROMOTED                  the version to serve and when it takes effect: "<version> <unix s>"
     promotions.jsonl          every change of PROMOTED: version, previous, reason, by, at
     v000002/gate.json         the evaluation gate's verdict on a version (scores, reasons)
+    verdicts.jsonl            every verdict, one per line (the history `report` draws)
 
 Publishing is atomic: the folder is written beside (``.tmp-v...``), every file fsynced, then
 renamed into place, so a reader never sees a half-written version. Loading never unpickles:
@@ -47,6 +48,7 @@ _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 PROMOTED = "PROMOTED"
 HISTORY = "promotions.jsonl"
 VERDICT = "gate.json"
+VERDICTS = "verdicts.jsonl"
 
 
 @dataclass(frozen=True)
@@ -193,8 +195,24 @@ class LocalWeightsStore:
         return target
 
     def record_verdict(self, version: int, verdict: dict[str, Any]) -> None:
-        """Store the gate's verdict beside the version (atomically)."""
+        """Store the gate's verdict beside the version (atomically), and append it to the
+        store's verdict history (kept after the version itself is pruned)."""
         write_atomic(self.path(version) / VERDICT, json.dumps(verdict, indent=2).encode())
+        with open(self.root / VERDICTS, "a") as f:
+            f.write(json.dumps(verdict) + "\n")
+
+    def verdict_history(self) -> list[dict[str, Any]]:
+        """Every verdict recorded, oldest first (a torn last line is skipped)."""
+        path = self.root / VERDICTS
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
 
     def verdict(self, version: int) -> dict[str, Any] | None:
         path = self.path(version) / VERDICT

@@ -127,16 +127,23 @@ class MetricsConfig:
     port: int = 9100
     """Port of the /metrics endpoint; 0 picks a free port (logged at start)."""
 
+    push_interval_s: float = 1.0
+    """How often each loop process sends its metrics to the /metrics endpoint (the metrics
+    hub merges every process's metrics into that one endpoint)."""
+
     drift_method: Literal["psi", "ks"] = "psi"
-    """Drift statistic between the reference and the recent prompt window: population
-    stability index over prompt kinds/lengths, or the Kolmogorov-Smirnov distance."""
+    """Drift statistic between the reference window and the current window of live prompts,
+    on each signal (the prompts' energy under the student, their length, their tokens, and
+    the student-teacher KL): the population stability index over the reference's decile
+    bins, or the Kolmogorov-Smirnov distance (total variation for the token distribution)."""
 
     drift_threshold: float = 0.2
     """Drift score above which the drift alert metric is raised (0.2 is the usual PSI bar
     for a significant shift)."""
 
     drift_window: int = 500
-    """Prompts in each window the drift statistic compares."""
+    """Live prompts in each of the two adjacent windows the drift statistic compares (the
+    current one and the one just before it)."""
 
     def __post_init__(self) -> None:
         normalize_fields(self)
@@ -151,3 +158,4 @@ class MetricsConfig:
                 fix="the KS distance lies in [0, 1]; a typical value is 0.1",
             )
         check_range(self, "drift_window", ge=10, fix="a typical value is 500")
+        check_range(self, "push_interval_s", gt=0, le=60, fix="a typical value is 1")

@@ -22,7 +22,7 @@ import logging
 import math
 import statistics
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -125,6 +125,8 @@ class Gate:
         self.counts: Counter[str] = Counter()
         """Decisions since start: promoted, refused, superseded, and refused/<probe>/<metric>."""
         self.last: Verdict | None = None
+        self.recent: deque[dict[str, Any]] = deque(maxlen=256)
+        """Verdicts not yet exported (drained by the metrics exporter)."""
         self._cache: dict[tuple[int, str], ItemScores] = {}
         self._judged: int | None = None  # newest judged version; read from disk once
         self._held: tuple[int, PreTrainedModel, PreTrainedTokenizerBase] | None = None
@@ -210,13 +212,14 @@ class Gate:
         self._judged = max(self._judged or 0, verdict.version)
         self.counts[verdict.decision] += 1
         self.last = verdict
+        self.recent.append(verdict.to_dict())
         if verdict.decision == "promoted":
             self.store.promote(verdict.version, reason="gate", by="gate")
             log.info("gate: promoted v%d (%s)", verdict.version,
                      "; ".join(verdict.reasons) or _brief(verdict.scores))
         elif verdict.decision == "refused":
             for reason in verdict.reasons:
-                self.counts["refused/" + reason.split(" ", 1)[0]] += 1
+                self.counts["refused/" + reason.split(" ", 1)[0].rstrip(":")] += 1
             log.warning("gate: refused v%d, still serving v%s: %s", verdict.version,
                         verdict.baseline, "; ".join(verdict.reasons))
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from online_distill.serving.engine import CompletionEngine
 from online_distill.weights import LocalWeightsStore
@@ -34,6 +35,8 @@ class SwapStats:
     """Unix time of the last switch."""
     last_swap_lateness_s: float = 0.0
     """How long after its effective moment the last switch happened."""
+    load_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    """Load time of each recent staged version (drained by the metrics exporter)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class ModelSlot:
             return False
         engine = CompletionEngine(model, tokenizer, version, self.served_model_name)
         self.stats.last_load_seconds = time.monotonic() - started
+        self.stats.load_seconds.append(self.stats.last_load_seconds)
         with self._loaded:
             self._staged = _Staged(engine, effective_at)
             self._target = None

@@ -10,7 +10,8 @@ decode are left to the learner, which dead-letters them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from online_distill.gate.gate import Gate, Verdict
 from online_distill.holdout import HoldoutBuffer
@@ -27,6 +28,7 @@ class GateStageStats:
     held_out: int = 0
     undecodable: int = 0
     pruned: int = 0
+    by_topic: Counter[str] = field(default_factory=Counter)
 
 
 class GateStage:
@@ -48,6 +50,7 @@ class GateStage:
             except MessageDecodeError:
                 self.stats.undecodable += 1
         self.stats.polled += len(records)
+        self.stats.by_topic.update(rec.topic for rec in records)
         self.stats.held_out += self.holdout.offer(examples)
         if records:
             self.source.commit(next_offsets(records))

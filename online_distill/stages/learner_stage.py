@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from online_distill.config import LearnerConfig
+from online_distill.drift import DriftMonitor
+from online_distill.drift_energy import ReferenceEnergy
 from online_distill.holdout import held_out
 from online_distill.learner import Learner, StepStats
 from online_distill.messages import LabeledExample
@@ -77,6 +80,16 @@ class LearnerStageStats:
     train_seconds: float = 0.0
     """Wall time inside training steps (sampling, forward, backward, optimizer)."""
     trained_tokens: int = 0
+    by_topic: Counter[str] = field(default_factory=Counter)
+    """Records polled, per topic."""
+    recent_steps: deque[StepStats] = field(default_factory=lambda: deque(maxlen=1024))
+    """Steps not yet exported (drained by the metrics exporter)."""
+    recent_live: deque[tuple[float, float, float, float]] = field(
+        default_factory=lambda: deque(maxlen=8192))
+    """(kl, jsd, agreement, energy) of each live-traffic example trained on, not yet
+    exported (see :mod:`online_distill.live_signals`)."""
+    last_live: dict[str, float] | None = None
+    """Mean KL and agreement over the live examples of the last step that had any."""
 
 
 class LearnerStage:
@@ -97,6 +110,8 @@ class LearnerStage:
         holdout_share: float = 0.0,
         critic: Callable[[LabeledExample], LabeledExample | None] | None = None,
         self_distiller: SelfDistiller | None = None,
+        drift: DriftMonitor | None = None,
+        reference_energy: ReferenceEnergy | None = None,
     ) -> None:
         self.source, self.learner, self.cfg = source, learner, cfg
         self.dead_letters, self.dl_sink = dead_letters, dead_letter_sink
@@ -113,6 +128,10 @@ class LearnerStage:
         self.stats = LearnerStageStats()
         self.holdout_share = holdout_share
         self.critic, self.self_distiller = critic, self_distiller
+        self.drift = drift
+        self.reference_energy = reference_energy
+        """Scores the drift monitor's energies under a frozen student (None: the training
+        forward's energies, which also move as the student learns)."""
         self.self_examples: list[LabeledExample] = []
         """Student-labeled examples kept by the critics, trained with the next batch."""
         self.trained_ids: list[str] = []
@@ -144,6 +163,7 @@ class LearnerStage:
         room = max(1, 4 * self.cfg.batch_size - len(self.pending))
         for rec in self._apply_seek(self.source.poll(max_records=room, timeout_s=poll_timeout_s)):
             self.stats.polled += 1
+            self.stats.by_topic[rec.topic] += 1
             self.tracker.add(rec)
             ex = decode_or_dead_letter(rec, LabeledExample, self.dead_letters,
                                        self.max_message_bytes)
@@ -185,6 +205,8 @@ class LearnerStage:
             self._audit.write("".join(f"{self.learner.step} {ex.prompt_id}\n" for ex in fresh))
             self._audit.flush()
         self.stats.fresh_trained += len(take)
+        self.stats.recent_steps.append(stats)
+        self._observe_live(fresh, stats)
         every = self.cfg.self_distill_every_steps
         if self.self_distiller is not None and every and self.learner.step % every == 0:
             self.self_examples = self.self_distiller.round(
@@ -201,6 +223,33 @@ class LearnerStage:
             self.stats.published += 1
             self.prompt_times = []
         return stats
+
+    def _observe_live(self, fresh: list[LabeledExample], stats: StepStats) -> None:
+        """Record the live-traffic signals of the step's fresh traffic examples (the first
+        ``len(fresh)`` of the step) and feed the drift monitor."""
+        sig = stats.signals
+        if sig is None:
+            return
+        live = [(i, j) for j, i in enumerate(sig.examples)
+                if i < len(fresh) and fresh[i].origin == "traffic"]
+        if not live:
+            return
+        for _, j in live:
+            self.stats.recent_live.append((sig.kl[j], sig.jsd[j], sig.agreement[j],
+                                           sig.energy[j]))
+        self.stats.last_live = {
+            "kl": sum(sig.kl[j] for _, j in live) / len(live),
+            "agreement": sum(sig.agreement[j] for _, j in live) / len(live)}
+        if self.drift is not None:
+            prompts = [fresh[i].prompt_token_ids for i, _ in live]
+            energy = [sig.energy[j] for _, j in live]
+            if self.reference_energy is not None:
+                energy, renewed = self.reference_energy.score(
+                    self.learner.model, prompts, may_renew=not self.drift.detected()["energy"])
+                if renewed:
+                    self.drift.energy.reset()
+            self.drift.observe(energy=energy, length=[len(p) for p in prompts],
+                               tokens=prompts, divergence=[sig.kl[j] for _, j in live])
 
     def checkpoint(self) -> None:
         """Save a checkpoint holding the trained offsets, then commit them."""

@@ -87,6 +87,8 @@ class OODStats:
     """Generated continuations dropped, per reason of DROP_REASONS."""
     kept_by_kind: dict[str, int] = field(default_factory=dict)
     """Feedback prompts produced, per kind."""
+    by_topic: dict[str, int] = field(default_factory=dict)
+    """Records polled, per topic."""
     tail_by_kind: dict[str, int] = field(default_factory=dict)
     """The tail set's content per kind, after the last batch."""
 
@@ -150,6 +152,8 @@ class OODStage:
         records = self.source.poll(timeout_s=poll_timeout_s)
         if records:
             self.stats.polled += len(records)
+            for rec in records:
+                self.stats.by_topic[rec.topic] = self.stats.by_topic.get(rec.topic, 0) + 1
             traffic: list[PromptMessage] = []
             for rec in records:
                 prompt = decode_or_dead_letter(rec, PromptMessage, self.dead_letters,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -50,7 +51,14 @@ class TeacherStats:
     batches: int = 0
     label_seconds: float = 0.0
     labeled_tokens: int = 0
+    pseudo_targets: int = 0
     by_origin: dict[str, int] = field(default_factory=dict)
+    by_topic: Counter[str] = field(default_factory=Counter)
+    """Records polled, per input topic."""
+    batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    """Labeling time of each recent batch (drained by the metrics exporter)."""
+    queue_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    """Per recent prompt: from entering the stream to the teacher starting on it."""
 
 
 def label_request(cfg: TeacherConfig) -> LabelRequest:
@@ -97,6 +105,7 @@ class TeacherStage:
         if not records:
             return 0
         self.stats.polled += len(records)
+        self.stats.by_topic.update(rec.topic for rec in records)
         # Step 2: decode; bad input goes to the dead-letter topic.
         good: list[tuple[Record, PromptMessage, list[int]]] = []
         for rec in records:
@@ -134,6 +143,7 @@ class TeacherStage:
             results = [self._label_one(ids) for _, _, ids in good]
         seconds = time.time() - start
         self.stats.label_seconds += seconds
+        self.stats.batch_seconds.append(seconds)
         for (rec, prompt, ids), pts in zip(good, results, strict=True):
             if isinstance(pts, Exception):
                 self.dead_letters.send(rec, f"teacher failed after {self.cfg.max_retries + 1} "
@@ -150,6 +160,8 @@ class TeacherStage:
             self.sink.send(self.labels_topic, encode(example), key=prompt.id.encode())
             self.stats.labeled += 1
             self.stats.labeled_tokens += example.num_labeled_tokens
+            self.stats.pseudo_targets += len(pts)
+            self.stats.queue_seconds.append(example.timings.queue_seconds)
             self.stats.by_origin[prompt.origin] = self.stats.by_origin.get(prompt.origin, 0) + 1
 
     def _label_with_retries(self, prompt_ids: Sequence[Sequence[int]], retries: int

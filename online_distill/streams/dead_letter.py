@@ -34,6 +34,8 @@ class DeadLetterWriter:
         """Records dead-lettered by this writer so far."""
         self.by_error_type: Counter[str] = Counter()
         """The same count per error type (a decode reason or an exception class name)."""
+        self.by_topic: Counter[tuple[str, str]] = Counter()
+        """The same count per (input topic, error type)."""
 
     def send(self, record: Record, reason: str, error_type: str) -> SendHandle:
         """Log the record's place and `reason` at WARNING, count it, produce its dead letter.
@@ -56,6 +58,7 @@ class DeadLetterWriter:
         )
         self.count += 1
         self.by_error_type[error_type] += 1
+        self.by_topic[(record.topic, error_type)] += 1
         letter = DeadLetter(
             payload=payload,
             topic=record.topic,
