@@ -115,11 +115,12 @@ def start_prometheus(tmp: Path, metrics_port: int) -> tuple[subprocess.Popen[byt
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            get_json(f"{url}/-/ready")
-        except (OSError, ValueError):
-            time.sleep(0.5)
-            continue
-        return proc, url
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=5) as r:  # noqa: S310
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        time.sleep(0.5)
     proc.kill()
     pytest.fail("prometheus did not become ready:\n" + (tmp / "prometheus.log").read_text())
 
@@ -130,7 +131,7 @@ def serve_traffic(base: str, stop: threading.Event, codes: list[int]) -> None:
     while not stop.wait(0.2):
         n += 1
         body = ({"model": "nope", "prompt": "1+1="} if n % 10 == 0 else
-                {"model": "student", "prompt": "12+34=", "max_tokens": 4, "temperature": 0})
+                {"model": "online-distill-student", "prompt": "12+34=", "max_tokens": 4, "temperature": 0})
         req = urllib.request.Request(f"{base}/v1/completions", json.dumps(body).encode(),
                                      {"Content-Type": "application/json"})
         try:

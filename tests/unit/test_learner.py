@@ -217,3 +217,55 @@ def test_collate_folds_a_larger_top_k_into_the_tail_bin(examples) -> None:
         mask[0]].exp()
     torch.testing.assert_close(total, torch.ones_like(total), atol=1e-4, rtol=0)
     assert not math.isnan(float(batch.teacher.tail_logmass.sum()))
+
+
+def test_live_signals_match_independent_computations(examples) -> None:
+    """The step's per-example energy, KL and agreement, from its own forward pass, equal the
+    same quantities computed separately before the step (the student as it met the data)."""
+    import copy
+
+    from online_distill.batching import collate, rows_from_examples
+    from online_distill.losses import sparse_divergence
+    from online_distill.ood.energy import prompt_energies
+
+    model = tiny_model(3)
+    before = copy.deepcopy(model)
+    learner = Learner(model, learner_cfg(grad_accum_steps=2), pad_id=0)
+    stats = learner.train_step(examples)
+    sig = stats.signals
+    assert sig is not None and sig.examples == tuple(range(len(examples)))
+    energies = prompt_energies(before, [ex.prompt_token_ids for ex in examples], pad_id=0)
+    assert sig.energy == pytest.approx(energies, abs=1e-4)
+    for i, ex in enumerate(examples):
+        rows = rows_from_examples([ex])
+        kls, agree = [], []
+        for row in rows:  # per row: mean over its tokens; the example: mean over its rows
+            b = collate([row], 0, 64)
+            with torch.no_grad():
+                logits = before(input_ids=b.input_ids).logits
+            kls.append(float(sparse_divergence("forward_kl", logits, b.teacher, b.loss_mask)))
+            top = b.teacher.ids[b.loss_mask].gather(
+                -1, b.teacher.logprobs[b.loss_mask].argmax(-1, keepdim=True)).squeeze(-1)
+            agree.append(float((logits[b.loss_mask].argmax(-1) == top).float().mean()))
+        assert sig.kl[i] == pytest.approx(sum(kls) / len(kls), rel=1e-4)
+        assert sig.agreement[i] == pytest.approx(sum(agree) / len(agree))
+    assert all(0 <= a <= 1 for a in sig.agreement) and all(k > 0 for k in sig.kl)
+
+
+def test_reference_energy_is_frozen_until_renewed(examples) -> None:
+    from online_distill.drift_energy import ReferenceEnergy
+
+    model = tiny_model(4)
+    ref = ReferenceEnergy(pad_id=0, renew_after=10)
+    prompts = [ex.prompt_token_ids for ex in examples]  # 6 prompts
+    first, renewed = ref.score(model, prompts, may_renew=True)
+    assert renewed
+    with torch.no_grad():  # the live student moves on
+        for p in model.parameters():
+            p.mul_(1.5)
+    again, renewed = ref.score(model, prompts, may_renew=True)  # 6 < 10 scored: same copy
+    assert not renewed and again == pytest.approx(first)
+    held, renewed = ref.score(model, prompts, may_renew=False)  # 12 >= 10, but in alert
+    assert not renewed and held == pytest.approx(first)
+    fresh, renewed = ref.score(model, prompts, may_renew=True)
+    assert renewed and fresh != pytest.approx(first) and ref.renewals == 2
