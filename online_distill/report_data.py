@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TIMELINE = "timeline.jsonl"
+from online_distill.timeline import TIMELINE
+
+# The weights store's history files (online_distill.weights.VERDICTS and HISTORY; not
+# imported from there, which would load torch and transformers for a picture).
 VERDICTS = "verdicts.jsonl"
 PROMOTIONS = "promotions.jsonl"
 

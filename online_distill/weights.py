@@ -201,19 +201,6 @@ class LocalWeightsStore:
         with open(self.root / VERDICTS, "a") as f:
             f.write(json.dumps(verdict) + "\n")
 
-    def verdict_history(self) -> list[dict[str, Any]]:
-        """Every verdict recorded, oldest first (a torn last line is skipped)."""
-        path = self.root / VERDICTS
-        if not path.is_file():
-            return []
-        out = []
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
-
     def verdict(self, version: int) -> dict[str, Any] | None:
         path = self.path(version) / VERDICT
         return json.loads(path.read_text()) if path.is_file() else None

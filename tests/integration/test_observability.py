@@ -131,7 +131,8 @@ def serve_traffic(base: str, stop: threading.Event, codes: list[int]) -> None:
     while not stop.wait(0.2):
         n += 1
         body = ({"model": "nope", "prompt": "1+1="} if n % 10 == 0 else
-                {"model": "online-distill-student", "prompt": "12+34=", "max_tokens": 4, "temperature": 0})
+                {"model": "online-distill-student", "prompt": "12+34=", "max_tokens": 4,
+                 "temperature": 0})
         req = urllib.request.Request(f"{base}/v1/completions", json.dumps(body).encode(),
                                      {"Content-Type": "application/json"})
         try:
@@ -204,8 +205,10 @@ def test_prometheus_scrapes_the_demo_dashboards_have_data_and_drift_alert_fires(
         threshold = query(prom, "max(online_distill_drift_threshold)")
         assert float(peak[0]["value"][1]) > float(threshold[0]["value"][1])
 
-        # Every dashboard query returns data (waiting for the slow ones: feedback rounds).
-        queries = dashboard_queries()
+        # Every dashboard panel query returns data (waiting for the slow ones: feedback
+        # rounds). Annotation queries mark events (a refusal, a drift) and are empty between
+        # them; the unit test parses and name-checks those.
+        queries = [q for q in dashboard_queries() if not q[1].startswith("annotation")]
         assert len(queries) >= 30
         missing = queries
         deadline = time.monotonic() + 120

@@ -158,3 +158,11 @@ def test_timeline_record_from_a_snapshot() -> None:
     assert rec["kl"] == 0.5 and rec["agreement"] == 0.75
     assert rec["promoted"] == 2 and rec["refused"] == 1 and rec["served_version"] == 2
     assert rec["drift"] == {"scores": {"energy": 0.3}}
+
+
+def test_report_reads_the_files_the_loop_writes() -> None:
+    from online_distill import report_data, timeline, weights
+
+    assert report_data.VERDICTS == weights.VERDICTS
+    assert report_data.PROMOTIONS == weights.HISTORY
+    assert report_data.TIMELINE == timeline.TIMELINE
