@@ -25,9 +25,9 @@ from online_distill.report_data import (
     ReportError,
     RunHistory,
     Series,
-    load_prometheus,
     load_run_log,
 )
+from online_distill.report_prometheus import load_prometheus
 
 __all__ = ["ReportError", "RunHistory", "load_history", "plot_history", "summary_line",
            "write_report"]

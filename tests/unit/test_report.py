@@ -13,14 +13,13 @@ import pytest
 from online_distill.cli import main
 from online_distill.report import plot_history, summary_line
 from online_distill.report_data import (
-    QUERIES,
     Promotion,
     ReportError,
     RunHistory,
     detection_spans,
-    load_prometheus,
     load_run_log,
 )
+from online_distill.report_prometheus import QUERIES, load_prometheus
 
 START = 1000.0
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
