@@ -21,7 +21,7 @@ from online_distill.metrics import OODMetrics, StageMetrics
 from online_distill.ood import feedback_format
 from online_distill.stages.ood_stage import OODStage
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
-from online_distill.teachers.hf import HFTeacher
+from online_distill.teachers.factory import build_teacher
 from online_distill.weights import store_for
 
 
@@ -31,11 +31,13 @@ class OODActor:
         torch.set_num_threads(threads)
         self.cfg = config_from_dict(cfg)
         k, t, o = self.cfg.kafka, self.cfg.teacher, self.cfg.ood
-        teacher = HFTeacher(teacher_path(t.model), device=t.device, batch_size=t.batch_size)
+        teacher = build_teacher(t, teacher_path(t.model),
+                                student_path(self.cfg.learner.student_model))
         scorer = StudentEnergyScorer(store_for(self.cfg),
                                      student_path(self.cfg.learner.student_model), o,
-                                     teacher=teacher.model if o.score == "nll_gap" else None)
-        writer = TeacherPromptWriter(teacher)
+                                     teacher=getattr(teacher, "model", None)
+                                     if o.score == "nll_gap" else None)
+        writer = TeacherPromptWriter(teacher, teacher.tokenizer)
         source = KafkaSource(k, bootstrap, "ood", [k.prompts_topic])
         self.sink = KafkaSink(k, bootstrap, "ood")
         self.dead_letters = DeadLetterWriter(self.sink, k.dead_letter_topic, "ood")

@@ -153,3 +153,25 @@ def start_serving(cfg: Config) -> str:
 
 def stop_serving() -> None:
     serve.shutdown()
+
+
+def app_builder(args: "dict[str, Any]") -> Any:
+    """The Serve app from a config file: the ``import_path`` of a Serve config or RayService.
+
+    ``online_distill.actors.serve:app_builder`` with the application's ``args``:
+    ``config_file`` (the daemon's YAML config) and optional ``overrides`` (dotted
+    ``a.b.c=value`` strings as on the CLI: a list, or one string separated by spaces, which
+    is what ``serve run ... overrides=...`` passes). ``serve.enabled`` is not consulted (it
+    tells ``online-distill up`` whether to serve too); Serve's ``http_options`` set the
+    host and port. (The annotation is quoted so that Serve, which converts args to an
+    annotated pydantic model, sees no class here on Python 3.10 either.)
+    """
+    from online_distill.config import ConfigError, load_config
+
+    if "config_file" not in args:
+        raise ConfigError("app_builder needs args.config_file: the path of the daemon's YAML "
+                          "config, e.g. /etc/online-distill/production.yaml")
+    overrides = args.get("overrides") or []
+    if isinstance(overrides, str):
+        overrides = overrides.split()
+    return student_app(load_config(args["config_file"], [str(o) for o in overrides]))

@@ -72,8 +72,15 @@ class Supervisor:
                                  name=f"teacher-{i}").remote(plain, bootstrap, self.threads)
             for i in range(cfg.teacher.num_actors)
         ]
-        learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, max_restarts=-1,
-                                       name="learner").remote(plain, bootstrap, self.threads)
+        if cfg.learner.workers > 1:  # a Ray Train job; its workers reserve the CPUs
+            from online_distill.actors.learner_train import LearnerJob
+
+            learner = LearnerJob.options(num_cpus=0, name="learner").remote(
+                plain, bootstrap, self.threads)
+        else:
+            learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, max_restarts=-1,
+                                           name="learner").remote(plain, bootstrap,
+                                                                  self.threads)
         gate = GateActor.options(num_cpus=cfg.gate.num_cpus, max_restarts=-1,
                                  name="gate").remote(plain, bootstrap, self.threads)
         ood = None

@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LagProbe, LoopThread, teacher_path
+from online_distill.actors.common import LagProbe, LoopThread, student_path, teacher_path
 from online_distill.actors.metrics import start_pusher
 from prometheus_client import CollectorRegistry
 
@@ -18,7 +18,7 @@ from online_distill.config import config_from_dict
 from online_distill.metrics import StageMetrics, TeacherMetrics
 from online_distill.stages.teacher_stage import TeacherStage
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
-from online_distill.teachers.hf import HFTeacher
+from online_distill.teachers.factory import build_teacher
 
 
 @ray.remote
@@ -27,7 +27,8 @@ class TeacherActor:
         torch.set_num_threads(threads)
         self.cfg = config_from_dict(cfg)
         k, t = self.cfg.kafka, self.cfg.teacher
-        backend = HFTeacher(teacher_path(t.model), device=t.device, batch_size=t.batch_size)
+        backend = build_teacher(t, teacher_path(t.model),
+                                student_path(self.cfg.learner.student_model))
         source = KafkaSource(k, bootstrap, "teacher", [k.prompts_topic, k.feedback_topic])
         self.sink = KafkaSink(k, bootstrap, "teacher")
         self.dead_letters = DeadLetterWriter(self.sink, k.dead_letter_topic, "teacher")

@@ -70,7 +70,7 @@ def run_row(name: str, ood_on: bool, critics_on: bool, args: argparse.Namespace,
                                  teacher=teacher.model)
 
         ood = OODStage(MemorySource(log, [P], group="ood"), sink,
-                       TeacherPromptWriter(teacher), scorer,
+                       TeacherPromptWriter(teacher, teacher.tokenizer), scorer,
                        feedback_format(cfg), cfg.ood, F, DeadLetterWriter(sink, D, "o"),
                        clock=lambda: clock[0], seed=args.seed)
     traffic = iter(DemoTraffic(MIX, MIX, seed=args.seed))

@@ -22,8 +22,7 @@ from transformers import (
 
 from online_distill.config import OODConfig
 from online_distill.ood import prompt_scores
-from online_distill.teachers.hf import HFTeacher
-from online_distill.teachers.protocol import LabelRequest
+from online_distill.teachers.protocol import LabelRequest, TeacherBackend
 from online_distill.weights import LocalWeightsStore
 
 
@@ -65,11 +64,13 @@ class StudentEnergyScorer:
 class TeacherPromptWriter:
     """Callable: (few-shot texts, n) -> n sampled continuations per text, flattened."""
 
-    def __init__(self, teacher: HFTeacher, max_new_tokens: int = 24) -> None:
-        self.teacher, self.max_new_tokens = teacher, max_new_tokens
+    def __init__(self, teacher: TeacherBackend, tokenizer: PreTrainedTokenizerBase,
+                 max_new_tokens: int = 24) -> None:
+        self.teacher, self.tokenizer = teacher, tokenizer
+        self.max_new_tokens = max_new_tokens
 
     def __call__(self, texts: Sequence[str], n: int) -> list[str]:
-        tok = self.teacher.tokenizer
+        tok = self.tokenizer
         ids = [tok(t).input_ids for t in texts]
         request = LabelRequest(n=n, decoding="sample", include_greedy=False, temperature=1.0,
                                top_k_logprobs=1, max_new_tokens=self.max_new_tokens)

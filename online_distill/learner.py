@@ -13,7 +13,10 @@ What a step does, by ``LearnerConfig``:
   (Calderon et al. 2023), so the student learns to recover from its own prefixes.
 
 Gradient accumulation normalises by the valid tokens of the *whole* step, so the update
-equals the full-batch one. A step whose loss or gradient norm is not finite is skipped and
+equals the full-batch one. With N data-parallel workers (a :class:`StepSync` and a
+DDP-wrapped ``train_model``) the normaliser is the whole step's count over all workers and
+each worker's loss is scaled by N (DDP averages gradients), so the update again equals the
+one of a single worker on the union of the batches (:mod:`online_distill.distributed`). A step whose loss or gradient norm is not finite is skipped and
 counted. Checkpoints hold the student, optimizer, schedule, RNG states and an opaque
 ``progress`` dict (the stream offsets), written atomically; loading one reproduces the
 following steps bit for bit.
@@ -21,6 +24,7 @@ following steps bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -35,6 +39,7 @@ from transformers import PreTrainedModel
 from online_distill.batching import Row, TrainingBatch, collate, rows_from_examples
 from online_distill.checkpoint import load_checkpoint, save_checkpoint
 from online_distill.config import LearnerConfig
+from online_distill.distributed import SingleSync, StepSync
 from online_distill.generation import generate
 from online_distill.live_signals import LiveSignals, per_example, row_signals
 from online_distill.losses import reduce_valid, sequence_ce, sparse_bins, token_divergence
@@ -88,6 +93,7 @@ class Learner:
         scorer: TeacherScorer | None = None,
         top_k: int = 20,
         max_new_tokens: int = 16,
+        sync: StepSync | None = None,
     ) -> None:
         if (cfg.onpolicy_lambda > 0 or cfg.joint_teaching) and scorer is None:
             raise ValueError(
@@ -111,6 +117,20 @@ class Learner:
         )
         self.step = 0
         self.skipped_steps = 0
+        self.sync: StepSync = sync or SingleSync()
+        self.train_model: torch.nn.Module = self.model
+        """What the training forward calls: the model, or its DDP wrapper (see
+        :meth:`wrap_for_data_parallel`); sampling, saving and scoring use ``model``."""
+
+    def wrap_for_data_parallel(self) -> None:
+        """Wrap the student in DDP for the training forward (after loading a checkpoint:
+        DDP broadcasts rank 0's weights to every worker when it wraps)."""
+        if self.sync.world_size == 1:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index or 0] if self.device.type == "cuda" else None
+        self.train_model = DistributedDataParallel(self.model, device_ids=ids)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, examples: Sequence[LabeledExample]) -> StepStats:
@@ -136,21 +156,29 @@ class Learner:
         n_micro = min(self.cfg.grad_accum_steps, len(rows))
         micro = [rows[i::n_micro] for i in range(n_micro)]
         batches = [collate(m, self.pad_id, self.cfg.max_seq_len) for m in micro]
-        # Global normalisers: every micro-batch divides by the whole step's token counts.
-        num_valid = sum(b.num_tokens for b in batches)
-        num_ce = sum(int(b.ce_mask.sum()) for b in batches)
+        # Global normalisers: every micro-batch divides by the whole step's token counts
+        # (over every worker); DDP averages gradients over workers, so scale back by N.
+        local_valid = sum(b.num_tokens for b in batches)
+        num_valid, num_ce = self.sync.sum_counts(
+            [local_valid, sum(int(b.ce_mask.sum()) for b in batches)])
+        scale = float(self.sync.world_size)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         loss_sum = 0.0
         signals = torch.full((len(rows), 4), float("nan"))  # (R, 4) per row, see live_signals
         for i, batch in enumerate(batches):
-            loss, parts, row_values = self._loss(batch, num_valid, num_ce)
-            signals[i::n_micro] = row_values.cpu()
-            loss.backward()
+            # Gradients sync across workers once, on the last micro-batch's backward.
+            with self._no_sync(last=i == len(batches) - 1):
+                loss, parts, row_values = self._loss(batch, num_valid, num_ce)
+                signals[i::n_micro] = row_values.cpu()
+                (loss * scale).backward()
             loss_sum += float(loss.detach())
             for name, value in parts.items():
                 totals[name] = totals.get(name, 0.0) + value
+        if self.sync.world_size > 1:  # the whole step's loss, as one worker would see it
+            loss_sum = self.sync.sum_value(loss_sum)
+            totals = {k: self.sync.sum_value(v) for k, v in sorted(totals.items())}
         grad_norm = float(torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.cfg.max_grad_norm))
         skipped = not (math.isfinite(loss_sum) and math.isfinite(grad_norm))
@@ -166,18 +194,23 @@ class Learner:
             sources[r.source] = sources.get(r.source, 0) + 1
         return StepStats(
             step=self.step, loss=loss_sum, losses=totals, grad_norm=grad_norm,
-            tokens=num_valid, rows=len(rows), onpolicy=onpolicy, skipped=skipped,
+            tokens=local_valid, rows=len(rows), onpolicy=onpolicy, skipped=skipped,
             lr=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - start,
             sources=sources,
             signals=None if onpolicy else per_example(
                 signals, [r.example if r.source == "teacher" else -1 for r in rows]),
         )
 
+    def _no_sync(self, last: bool) -> Any:
+        """DDP's no_sync() for all but the last micro-batch; a no-op otherwise."""
+        no_sync = getattr(self.train_model, "no_sync", None)
+        return contextlib.nullcontext() if last or no_sync is None else no_sync()
+
     def _loss(self, b: TrainingBatch, num_valid: int, num_ce: int
               ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         """The micro-batch's loss, its parts by kind, and its rows' live signals (B, 4)."""
         dev = self.device
-        logits = self.model(
+        logits = self.train_model(
             input_ids=b.input_ids.to(dev), attention_mask=b.attention_mask.to(dev)
         ).logits  # (B, S, V)
         cfg = self.cfg

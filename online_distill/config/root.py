@@ -82,6 +82,21 @@ class Config:
                 f"only kafka.partitions = {self.kafka.partitions} actors can consume the "
                 "prompts topic; raise kafka.partitions or lower teacher.num_actors",
             )
+        if self.learner.workers > self.kafka.partitions:
+            fail(
+                "learner.workers",
+                self.learner.workers,
+                f"each learner worker reads its own labels partitions and only "
+                f"kafka.partitions = {self.kafka.partitions} exist; raise kafka.partitions "
+                "or lower learner.workers",
+            )
+        if self.ood.enabled and self.ood.score == "nll_gap" and self.teacher.backend != "hf":
+            fail(
+                "ood.score",
+                self.ood.score,
+                f"nll_gap needs the teacher's logits in-process (teacher.backend=hf), not "
+                f"teacher.backend={self.teacher.backend}; use ood.score=nll or energy",
+            )
         if self.learner.max_seq_len <= self.teacher.max_new_tokens:
             fail(
                 "learner.max_seq_len",

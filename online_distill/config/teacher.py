@@ -26,6 +26,16 @@ class TeacherConfig:
     """Base URL of the OpenAI-compatible server, e.g. http://host:8000/v1; backend=openai only.
     Empty means https://api.openai.com/v1."""
 
+    tokenizer: str = ""
+    """Tokenizer of the teacher's token ids (hub id or path). Empty: the teacher model's own
+    (hf, vllm) or, for backend=openai, the student's. Teacher and student must share one
+    tokenizer: the labels carry token ids."""
+
+    server_max_logprobs: int = 20
+    """Most top-k log-probabilities the OpenAI-compatible server returns per token (hosted
+    APIs cap this at about 20; vLLM at its --max-logprobs). With backend=openai the PTs keep
+    min(top_k_logprobs, this) and the rest of the mass is the tail bucket."""
+
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key for backend=openai (unset: no key sent)."""
 
@@ -70,8 +80,9 @@ class TeacherConfig:
     """Device of an in-actor teacher (hf, vllm); auto uses CUDA when the actor sees a GPU."""
 
     timeout_s: float = 30.0
-    """Longest wait for one generate call or server request before it is retried; it
-    bounds a hung backend, not normal work (a 32-prompt demo batch takes under 1 s)."""
+    """backend=openai: longest wait for one HTTP request before it is retried; it bounds a
+    hung server, not normal work (a 32-prompt demo batch takes under 1 s). In-process
+    backends (hf, vllm) run to completion."""
 
     max_retries: int = 3
     """Retries of a failed or timed-out batch before its prompts go to the dead-letter topic."""
@@ -80,7 +91,8 @@ class TeacherConfig:
     """First retry delay; each further retry doubles it."""
 
     max_concurrency: int = 8
-    """Batches one teacher actor keeps in flight at once (useful for backend=openai)."""
+    """backend=openai: HTTP requests one teacher actor keeps in flight at once (a batch is
+    split into requests of a few prompts each)."""
 
     seed: int = 0
     """Seed of the teacher's sampling, so a replayed prompt gets the same PTs."""
@@ -106,6 +118,11 @@ class TeacherConfig:
                 self.n_pseudo_targets,
                 "greedy decoding gives one PT; set n_pseudo_targets=1 or decoding=sample",
             )
+        if self.tokenizer and self.backend != "openai":
+            fail("tokenizer", self.tokenizer,
+                 "only backend=openai uses a separate tokenizer (in-process teachers use "
+                 "their own); clear it or set backend=openai")
+        check_range(self, "server_max_logprobs", ge=1, le=1000, fix="a typical value is 20")
         check_nonempty(self, "api_key_env", "a typical value is 'OPENAI_API_KEY'")
         check_range(self, "n_pseudo_targets", ge=1, le=64, fix="a typical value is 4")
         check_range(self, "temperature", gt=0, le=10, fix="a typical value is 1.0")

@@ -19,6 +19,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from online_distill.generation import eos_ids_of, left_pad
+from online_distill.serving.echo import PromptLogprobs, score_prompts, with_prompt
 from online_distill.serving.schemas import (
     Completion,
     CompletionChoice,
@@ -45,11 +46,12 @@ class _Row:
     stops: list[str]
     generator: torch.Generator | None  # None for greedy rows
     ids: list[int] = field(default_factory=list)  # generated ids, EOS excluded
-    token_logprobs: list[float] = field(default_factory=list)
-    top_logprobs: list[dict[str, float]] = field(default_factory=list)
+    token_logprobs: list[float | None] = field(default_factory=list)  # never None here
+    top_logprobs: list[dict[str, float] | None] = field(default_factory=list)
     generated: int = 0  # tokens the model produced, EOS included
     finish: str | None = None
     text: str | None = None  # set when a stop string cut the text
+    prompt: str = ""  # the prompt text, repeated before the completion with echo=true
 
 
 class CompletionEngine:
@@ -109,7 +111,9 @@ class CompletionEngine:
         after nucleus (``top_p``) filtering, with a generator per row seeded ``seed + index``
         when the request has a seed. ``logprobs`` (chosen token and top-k alternatives) are
         the model's own distribution: log_softmax of the raw logits (temperature 1, before
-        top_p), which is what a distillation teacher needs. The EOS token ends a row
+        top_p), which is what a distillation teacher needs. ``echo=true`` puts the prompt
+        before the completion, in the text and in ``logprobs`` (``max_tokens=0`` then scores
+        the prompt alone: see :mod:`online_distill.serving.echo`). The EOS token ends a row
         (``finish_reason="stop"``) and is counted in ``usage`` but is not part of the text or
         of ``logprobs``; a stop string cuts the text before it and trims the tokens to those
         that produced the kept text. Raises :class:`ApiError` if any prompt does not fit the
@@ -123,10 +127,12 @@ class CompletionEngine:
                 self._check_fits(req, i, len(ids))
             prompt_tokens.append(sum(len(ids) for ids in encoded))
             rows.extend(self._rows_of(r, req, prompts, encoded))
-        for start in range(0, len(rows), self.max_batch_rows):
-            self._decode(rows[start : start + self.max_batch_rows])
-        return [self._completion(req, [row for row in rows if row.request == r], prompt_tokens[r])
-                for r, (req, _) in enumerate(requests)]
+        live = [row for row in rows if row.finish is None]  # max_tokens=0 rows only echo
+        for start in range(0, len(live), self.max_batch_rows):
+            self._decode(live[start : start + self.max_batch_rows])
+        echoed = self._echo(rows)
+        return [self._completion(req, [row for row in rows if row.request == r], prompt_tokens[r],
+                                 echoed) for r, (req, _) in enumerate(requests)]
 
     # ------------------------------------------------------------------ request <-> rows
     def _check_fits(self, req: CompletionRequest, i: int, num_ids: int) -> None:
@@ -148,7 +154,8 @@ class CompletionEngine:
                 index = p * req.n + j
                 rows.append(_Row(request=r, index=index, prompt_ids=ids,
                                  prompt_chars=len(prompt), req=req, stops=stop_strings(req),
-                                 generator=self._generator(req, index)))
+                                 generator=self._generator(req, index), prompt=prompt,
+                                 finish="length" if req.max_tokens == 0 else None))
         return rows
 
     @staticmethod
@@ -162,9 +169,19 @@ class CompletionEngine:
             gen.manual_seed((req.seed + index) & _SEED_MASK)
         return gen
 
-    def _completion(self, req: CompletionRequest, rows: list[_Row], prompt_tokens: int
-                    ) -> dict[str, Any]:
-        choices = [self._choice(row) for row in sorted(rows, key=lambda row: row.index)]
+    def _echo(self, rows: list[_Row]) -> dict[tuple[int, int], PromptLogprobs]:
+        """Prompt logprobs of each echoed prompt with logprobs, by (request, prompt index)."""
+        firsts = [row for row in rows if row.req.echo and row.req.logprobs is not None
+                  and row.index % row.req.n == 0]
+        scores = score_prompts(self.model, [(r.prompt_ids, r.req.logprobs or 0) for r in firsts],
+                               self.pad_id, self._token_str, self._top,
+                               set(self.tokenizer.all_special_ids))
+        return {(r.request, r.index // r.req.n): sc for r, sc in zip(firsts, scores, strict=True)}
+
+    def _completion(self, req: CompletionRequest, rows: list[_Row], prompt_tokens: int,
+                    echoed: dict[tuple[int, int], PromptLogprobs]) -> dict[str, Any]:
+        choices = [self._choice(row, echoed.get((row.request, row.index // req.n)))
+                   for row in sorted(rows, key=lambda row: row.index)]
         completion_tokens = sum(row.generated for row in rows)
         usage = CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                 total_tokens=prompt_tokens + completion_tokens)
@@ -172,7 +189,7 @@ class CompletionEngine:
                           model=self.served_model_name, system_fingerprint=f"v{self.version}",
                           choices=choices, usage=usage, version=self.version).model_dump()
 
-    def _choice(self, row: _Row) -> CompletionChoice:
+    def _choice(self, row: _Row, echoed: PromptLogprobs | None) -> CompletionChoice:
         text = row.text if row.text is not None else self._decode_text(row.ids)
         logprobs = None
         if row.req.logprobs is not None:
@@ -183,6 +200,10 @@ class CompletionEngine:
                 at += len(tok)
             logprobs = CompletionLogprobs(tokens=tokens, token_logprobs=row.token_logprobs,
                                           top_logprobs=row.top_logprobs, text_offset=offsets)
+        if row.req.echo:
+            text = row.prompt + text
+            if echoed is not None and logprobs is not None:
+                logprobs = with_prompt(echoed, logprobs)
         return CompletionChoice(index=row.index, text=text, logprobs=logprobs,
                                 finish_reason="stop" if row.finish == "stop" else "length")
 

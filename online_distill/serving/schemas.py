@@ -42,11 +42,15 @@ class CompletionRequest(BaseModel):
 
 
 class CompletionLogprobs(BaseModel):
-    """Per generated token: its text, log-probability, top alternatives and text offset."""
+    """Per token: its text, log-probability, top alternatives and text offset.
+
+    The tokens are the generated ones, preceded by the prompt's with ``echo=true`` (then the
+    first prompt token's log-probability and alternatives are null: nothing predicts it).
+    """
 
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
 
 

@@ -85,9 +85,6 @@ def _check_unsupported(req: CompletionRequest) -> None:
     if req.stream:
         raise _bad("stream", "stream_unsupported",
                    "streaming is not supported; send stream=false")
-    if req.echo:
-        raise _bad("echo", "echo_unsupported",
-                   "echo=true is not supported by this server; send echo=false")
     neutral: list[tuple[str, object, bool, str]] = [
         ("presence_penalty", req.presence_penalty, req.presence_penalty == 0, "0"),
         ("frequency_penalty", req.frequency_penalty, req.frequency_penalty == 0, "0"),
@@ -124,10 +121,12 @@ def _check_prompts(prompt: str | list[str], limits: ServingLimits) -> list[str]:
 
 
 def _check_numbers(req: CompletionRequest, limits: ServingLimits) -> None:
-    if req.max_tokens < 1:
+    if req.max_tokens < (0 if req.echo else 1):  # echo with 0 tokens scores the prompt
+        fix = ("ask for 0 (score the prompt only) to" if req.echo else
+               "ask for 1 (or 0 with echo=true, to score the prompt only) to")
         raise _bad("max_tokens", "max_tokens_too_small",
-                   f"max_tokens={req.max_tokens} must be at least 1; ask for 1 to "
-                   f"{limits.max_tokens_cap} tokens")
+                   f"max_tokens={req.max_tokens} must be at least {0 if req.echo else 1}; "
+                   f"{fix} {limits.max_tokens_cap} tokens")
     if req.max_tokens > limits.max_tokens_cap:
         raise _bad("max_tokens", "max_tokens_over_cap",
                    f"max_tokens={req.max_tokens} is over this server's cap of "

@@ -12,6 +12,12 @@
 4. flush the dead-letter sink, then commit exactly those offsets to Kafka;
 5. every ``publish_every_steps`` steps hand the student to the publisher.
 
+With N data-parallel workers (``learner.workers``), each worker runs its own stage over its
+share of the partitions and the steps stay in lockstep through ``learner.sync``
+(:mod:`online_distill.distributed`): a step happens only when every worker is ready, each
+on exactly ``batch_size`` examples; at a checkpoint, rank 0 saves every worker's offsets and
+each worker commits its own after the save. Only rank 0 publishes.
+
 On start, :meth:`resume` loads the latest checkpoint and seeks the source to its offsets,
 so the student resumes exactly where its weights are, whatever Kafka had committed.
 Examples polled but not yet trained are simply read again after a restart.
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from online_distill.config import LearnerConfig
+from online_distill.distributed import Readiness
 from online_distill.drift import DriftMonitor
 from online_distill.drift_energy import ReferenceEnergy
 from online_distill.holdout import held_out
@@ -126,6 +133,10 @@ class LearnerStage:
         self._pending_since: float | None = None
         self._seek: dict[Partition, int] = {}
         self.stats = LearnerStageStats()
+        self.stop_requested = False
+        """Set by the owner to stop; with several workers every worker then stops at the
+        same iteration (see :meth:`run_once`)."""
+        self.stopped = False
         self.holdout_share = holdout_share
         self.critic, self.self_distiller = critic, self_distiller
         self.drift = drift
@@ -159,6 +170,8 @@ class LearnerStage:
         if self.cfg.max_steps is not None and self.learner.step >= self.cfg.max_steps:
             time.sleep(poll_timeout_s)  # done training (learner.max_steps): idle, read nothing
             return None
+        if self.stopped:
+            return None
         # Step 1: poll, decode, de-duplicate.
         room = max(1, 4 * self.cfg.batch_size - len(self.pending))
         for rec in self._apply_seek(self.source.poll(max_records=room, timeout_s=poll_timeout_s)):
@@ -183,8 +196,12 @@ class LearnerStage:
                 self.pending.append((rec, ex))
         if self.pending and self._pending_since is None:
             self._pending_since = self.clock()
-        # Step 2: train when a batch is ready.
-        if not self._ready():
+        # Step 2: train when a batch is ready (on every worker: one collective).
+        ready, stop = self.learner.sync.agree(self._readiness(), self.stop_requested)
+        if stop:
+            self.stopped = True
+            return None
+        if not ready:
             return None
         take, self.pending = self.pending[: self.cfg.batch_size], self.pending[
             self.cfg.batch_size :]
@@ -252,20 +269,29 @@ class LearnerStage:
                                tokens=prompts, divergence=[sig.kl[j] for _, j in live])
 
     def checkpoint(self) -> None:
-        """Save a checkpoint holding the trained offsets, then commit them."""
+        """Save a checkpoint holding the trained offsets, then commit them. With several
+        workers every worker calls this at the same step: rank 0 saves every worker's
+        offsets, and each worker commits its own partitions once the save is done."""
         offsets = self.tracker.committable()
-        self.learner.save(self.checkpoint_dir, progress={"offsets": offsets_to_json(offsets)})
+        sync = self.learner.sync
+        everyone: dict[str, int] = {}
+        for part in sync.gather(offsets_to_json(offsets)):
+            everyone.update(part)
+        if sync.rank == 0:
+            self.learner.save(self.checkpoint_dir, progress={"offsets": everyone})
+        sync.barrier()  # the checkpoint is on disk before any worker commits past it
         self.stats.checkpoints += 1
         self.dl_sink.flush(30.0)  # dead letters acknowledged before their offsets commit
         if offsets:
             self.source.commit(offsets)
 
-    def _ready(self) -> bool:
-        if len(self.pending) >= self.cfg.batch_size:
-            return True
+    def _readiness(self) -> Readiness:
+        full = len(self.pending) >= self.cfg.batch_size
         # A slow or ending stream: whatever waited max_wait_s trains (topped up from replay).
-        return self._pending_since is not None and (
+        waited = self._pending_since is not None and (
             self.clock() - self._pending_since >= self.max_wait_s)
+        return Readiness(full=full, waited=waited,
+                         can_train=bool(self.pending) or len(self.replay) > 0)
 
     def _apply_seek(self, records: list[Record]) -> list[Record]:
         """After a resume, move each newly assigned partition to the checkpoint's offset."""

@@ -19,6 +19,7 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from ..config.kafka import KafkaConfig
+from ..distributed import shard_partitions
 from .admin import client_kwargs, ensure_topics
 from .exceptions import (
     CommitError,
@@ -56,7 +57,10 @@ class KafkaSource:
         topics: Sequence[str],
         *,
         manual_assign: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        """``shard=(rank, n)`` with ``manual_assign``: take only this worker's share of each
+        topic's partitions (:func:`online_distill.distributed.shard_partitions`)."""
         self.group_id = f"{cfg.consumer_group_prefix}.{stage}"
         # Offset, commit and metadata calls wait at most one broker request timeout.
         self._timeout_ms = cfg.request_timeout_ms
@@ -76,7 +80,9 @@ class KafkaSource:
             **kwargs,
         )
         if manual_assign:
-            parts = [TopicPartition(t, i) for t in topics for i in self._partitions_of(t)]
+            rank, n = shard
+            parts = [TopicPartition(t, i) for t in topics
+                     for i in shard_partitions(self._partitions_of(t), rank, n)]
             self._consumer.assign(parts)
         else:
             self._consumer.subscribe(list(topics))

@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+from transformers import PreTrainedTokenizerBase
 
 from online_distill.messages import PseudoTarget
 
@@ -63,6 +64,8 @@ class TeacherBackend(TeacherScorer, Protocol):
     """A scorer that can also label prompts with pseudo-targets."""
 
     teacher_id: str
+    tokenizer: PreTrainedTokenizerBase
+    """The tokenizer of the ids the backend reads and writes (shared with the student)."""
 
     def label(
         self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest

@@ -55,3 +55,14 @@ def test_nothing_promoted_is_a_clear_503(tmp_path) -> None:
     status, body, headers = call(svc, b'{"model": "student", "prompt": "a"}')
     assert status == 503 and "no student version has been promoted" in body["error"]["message"]
     assert headers["X-Model-Version"] == "none" and svc.health()[0] == 503
+
+
+def test_echo_with_zero_max_tokens_scores_the_prompt(tmp_path) -> None:
+    svc = service(tmp_path)
+    body = {"model": NAME, "prompt": "ab", "max_tokens": 0, "echo": True, "logprobs": 1}
+    status, out, _ = call(svc, json.dumps(body).encode())
+    assert status == 200 and out["choices"][0]["text"] == "ab"
+    assert out["choices"][0]["logprobs"]["token_logprobs"][0] is None
+    assert len(out["choices"][0]["logprobs"]["tokens"]) == 3  # <bos>, "a", "b"
+    status, out, _ = call(svc, json.dumps({**body, "echo": False}).encode())
+    assert status == 400 and out["error"]["param"] == "max_tokens"

@@ -202,6 +202,62 @@ def test_logprobs_are_the_raw_distribution_whatever_the_sampling(tiny) -> None:
         assert sorted(dct.values(), reverse=True) == pytest.approx(row, abs=1e-4)
 
 
+# ---------------------------------------------------------------------- echo
+def direct_logp(engine: CompletionEngine, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        logits = engine.model(input_ids=torch.tensor([ids])).logits[0]  # (T, V)
+    return torch.log_softmax(logits.float(), dim=-1)  # (T, V)
+
+
+def test_echo_scores_the_prompt_like_a_direct_forward(tiny) -> None:
+    prompt = "12+34=5"
+    out = run(tiny, prompt=prompt, echo=True, max_tokens=0, logprobs=3)
+    (choice,) = out["choices"]
+    assert choice["text"] == prompt and choice["finish_reason"] == "length"
+    ids = TOKENIZER(prompt).input_ids
+    assert out["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 0,
+                            "total_tokens": len(ids)}
+    lp = choice["logprobs"]
+    assert lp["tokens"] == ["<bos>", *prompt]
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    assert lp["text_offset"] == [0, *range(len(prompt))]  # <bos> takes no text
+    logp = direct_logp(tiny, ids)[:-1]  # (P - 1, V): position t predicts token t + 1
+    expected = logp.gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1)
+    assert lp["token_logprobs"][1:] == pytest.approx(expected.tolist(), abs=1e-5)
+    top = logp.topk(3, dim=-1)  # (P - 1, 3)
+    for values, tids, dct in zip(top.values.tolist(), top.indices.tolist(),
+                                 lp["top_logprobs"][1:], strict=True):
+        assert dct == pytest.approx({TOKENIZER.decode([i]): v for i, v in
+                                     zip(tids, values, strict=True)}, abs=1e-5)
+
+
+def test_echo_puts_the_prompt_before_an_unchanged_completion(endless) -> None:
+    plain = run(endless, prompt=["ab", "1+2="], max_tokens=4, logprobs=2, n=2)
+    echo = run(endless, prompt=["ab", "1+2="], max_tokens=4, logprobs=2, n=2, echo=True)
+    assert echo["usage"] == plain["usage"]
+    for p, c in zip(plain["choices"], echo["choices"], strict=True):
+        prompt = "ab" if p["index"] < 2 else "1+2="
+        assert c["index"] == p["index"] and c["text"] == prompt + p["text"]
+        head = len(prompt) + 1  # <bos> and the prompt's characters
+        for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+            assert c["logprobs"][key][head:] == p["logprobs"][key]
+        assert c["logprobs"]["token_logprobs"][0] is None
+        assert "".join(c["logprobs"]["tokens"][1:]) == c["text"]
+    bare = run(endless, prompt="ab", max_tokens=2, echo=True)["choices"][0]
+    assert bare["logprobs"] is None and bare["text"].startswith("ab") and len(bare["text"]) == 4
+
+
+def test_echo_batched_with_other_requests_changes_nothing(teacher) -> None:
+    reqs = [request(prompt="12+34=", max_tokens=4, logprobs=1),
+            request(prompt=["5+5=", "7*8="], echo=True, max_tokens=0, logprobs=2),
+            request(prompt="99+1=", echo=True, max_tokens=5)]
+    many = teacher.complete_many([(r, validate_request(r, LIMITS, NAME)) for r in reqs])
+    alone = [teacher.complete(r, validate_request(r, LIMITS, NAME)) for r in reqs]
+    assert [m["choices"] for m in many] == [a["choices"] for a in alone]
+    assert texts(many[1]) == ["5+5=", "7*8="]
+    assert texts(many[2]) == ["99+1=001"]  # the demo writes answers' digits reversed
+
+
 # ---------------------------------------------------------------------- stopping
 def test_stop_string_cuts_text_and_tokens(teacher) -> None:
     out = run(teacher, prompt="123+456=", stop=["7", "zz"], logprobs=2)  # greedy text "975"
@@ -279,7 +335,7 @@ def test_context_overflow_is_a_clear_400(teacher) -> None:
         ({"stop": ["a", ""]}, "stop", ["empty string"]),
         ({"stop": ""}, "stop", ["empty string"]),
         ({"stream": True}, "stream", ["streaming is not supported", "stream=false"]),
-        ({"echo": True}, "echo", ["echo", "not supported"]),
+        ({"echo": True, "max_tokens": -1}, "max_tokens", ["at least 0"]),
         ({"presence_penalty": 0.5}, "presence_penalty", ["0.5", "not supported"]),
         ({"frequency_penalty": -1}, "frequency_penalty", ["not supported"]),
         ({"best_of": 3}, "best_of", ["best_of=3"]),

@@ -1,0 +1,323 @@
+"""A teacher behind any OpenAI-compatible ``/v1/completions`` server, spoken with ``httpx``.
+
+Works with vLLM, OpenAI-compatible hosted APIs and another online-distill's Serve app.
+
+Labeling: prompts are decoded to text and sent ``batch_size`` per request (``n`` samples per
+prompt, plus one temperature-0 request when a greedy PT is asked for); the returned
+``logprobs`` are the server's raw distribution (vLLM and online-distill return temperature-1
+log-probabilities whatever the sampling settings), kept as top-k plus
+``tail_logmass = log(1 - sum(p_topk))`` like the local HF backend. Beam search is not part
+of the OpenAI API: ``decoding="beam"`` writes ``n`` sampled PTs instead (marked "sample").
+
+Scoring given (prompt, continuation) ids: ``echo=true, max_tokens=0, logprobs=k`` returns the
+log-probabilities of the prompt's own tokens (online-distill and vLLM support it); vLLM's
+``prompt_logprobs`` field is the other way. ``score_mode="auto"`` tries echo, then
+prompt_logprobs, and remembers what worked; a server with neither raises
+:class:`ScoringUnsupported` ("sampled" mode labels only and never scores).
+
+Token ids, the tail mass and the end of sequence are read by
+:mod:`online_distill.teachers.openai_parse`: a PT that ends because the teacher emitted EOS
+gets the EOS token as its last token (with the teacher's stop taken as certain: these
+servers do not return its distribution there), like the in-process backends. A PT cut at a
+stop string ends before it, without EOS. The top-k is capped at ``max_top_k``
+(``teacher.server_max_logprobs``: 20 for online-distill and vLLM's default
+--max-logprobs; 5 for OpenAI's hosted legacy completions).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from online_distill.config.teacher import TeacherConfig
+from online_distill.messages import PseudoTarget
+from online_distill.teachers.openai_parse import (
+    AS_IDS,
+    ScoringUnsupported,
+    TeacherHTTPError,
+    TeacherResponseError,
+    TokenizationMismatch,
+    TokenMap,
+    choices_of,
+    ended_at_eos,
+    json_body,
+    logprobs_of,
+    prompt_logprob_scores,
+    retry_after,
+    server_message,
+    with_eos,
+)
+from online_distill.teachers.protocol import LabelRequest, TokenScores
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAITeacher", "ScoreMode", "ScoringUnsupported",
+           "TeacherHTTPError", "TeacherResponseError", "TokenizationMismatch"]
+
+log = logging.getLogger(__name__)
+
+ScoreMode = Literal["auto", "echo", "prompt_logprobs", "sampled"]
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAITeacher:
+    """Labels and scores token ids through an OpenAI-compatible completions endpoint.
+
+    ``base_url`` ends in /v1 (empty: OpenAI's); ``tokenizer`` is the one the student shares.
+    Up to ``max_concurrency`` requests of ``batch_size`` prompts are in flight; each waits at
+    most ``timeout_s``; connect errors, timeouts, 429 and 5xx are retried ``max_retries``
+    times after ``retry_backoff_s * 2**attempt`` seconds (or the server's Retry-After);
+    other 4xx raise :class:`TeacherHTTPError` at once. The key is ``api_key`` or the
+    environment variable ``api_key_env``, sent as a Bearer token and never logged.
+    ``client`` and ``sleep`` are for tests.
+    """
+
+    def __init__(self, base_url: str, model: str, tokenizer: PreTrainedTokenizerBase, *,
+                 timeout_s: float = 30.0, max_retries: int = 3, retry_backoff_s: float = 0.5,
+                 max_concurrency: int = 8, teacher_id: str | None = None,
+                 batch_size: int = 32, score_mode: ScoreMode = "auto", max_top_k: int = 20,
+                 api_key_env: str = "OPENAI_API_KEY", api_key: str | None = None,
+                 stop: Sequence[str] = (),
+                 client: httpx.Client | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not model:
+            raise ValueError("model is empty; name the model the server serves "
+                             "(GET {base_url}/models lists them)")
+        if score_mode not in ("auto", "echo", "prompt_logprobs", "sampled"):
+            raise ValueError(f"score_mode={score_mode!r} is not one of auto, echo, "
+                             "prompt_logprobs, sampled")
+        for name, value in (("max_concurrency", max_concurrency), ("batch_size", batch_size),
+                            ("max_top_k", max_top_k)):
+            if value < 1:
+                raise ValueError(f"{name}={value} must be at least 1")
+        if timeout_s <= 0 or max_retries < 0 or retry_backoff_s < 0:
+            raise ValueError("timeout_s must be > 0, max_retries and retry_backoff_s >= 0")
+        self.url = (base_url or DEFAULT_BASE_URL).rstrip("/") + "/completions"
+        self.model, self.tokenizer, self.score_mode = model, tokenizer, score_mode
+        self.timeout_s, self.max_retries, self.retry_backoff_s = timeout_s, max_retries, \
+            retry_backoff_s
+        self.batch_size, self.max_top_k, self.stop = batch_size, max_top_k, list(stop)
+        self.teacher_id = teacher_id or model
+        self.api_key_env = api_key_env
+        self._key = api_key or os.environ.get(api_key_env) or ""  # never logged
+        self._headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        self._client, self._owns_client = client or httpx.Client(), client is None
+        self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="openai-teacher")
+        self._sleep = sleep
+        self._as_ids: bool | None = None  # does the server take return_tokens_as_token_ids?
+        self._echo_tokens = 0  # max_tokens sent with echo: 1 once a server refuses 0
+        self._score_via: str | None = None if score_mode == "auto" else score_mode
+        self._warned_beam = False
+        self._tokens = TokenMap(tokenizer)
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self._eos: int | None = None if eos is None else int(eos)
+
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig, tokenizer: PreTrainedTokenizerBase,
+                    **kwargs: Any) -> OpenAITeacher:
+        """Build from ``teacher.*`` config fields (kwargs override or add, e.g. score_mode)."""
+        fields: dict[str, Any] = dict(
+            timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+            retry_backoff_s=cfg.retry_backoff_s, max_concurrency=cfg.max_concurrency,
+            batch_size=cfg.batch_size, api_key_env=cfg.api_key_env, stop=cfg.stop,
+            max_top_k=cfg.server_max_logprobs)
+        fields.update(kwargs)
+        return cls(cfg.base_url, cfg.model, tokenizer, **fields)
+
+    def close(self) -> None:
+        """Stop the worker threads and close the HTTP client if this teacher made it."""
+        self._pool.shutdown(wait=True)
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> OpenAITeacher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ labeling
+    def label(self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest
+              ) -> list[list[PseudoTarget]]:
+        """Pseudo-targets per prompt: one greedy first (if asked), then ``request.n`` sampled."""
+        texts = [self._tokens.text(p) for p in prompt_ids]
+        k = min(request.top_k_logprobs, self.max_top_k)
+        modes = ["greedy"] if request.include_greedy or request.decoding == "greedy" else []
+        if request.decoding != "greedy":
+            if request.decoding == "beam" and not self._warned_beam:
+                self._warned_beam = True
+                log.warning("beam search is not part of the OpenAI API: writing %d sampled "
+                            "PTs per prompt instead", request.n)
+            modes.append("sample")
+        calls = [(start, mode, self._label_body(texts[start : start + self.batch_size], mode,
+                                                request, k))
+                 for start in range(0, len(texts), self.batch_size) for mode in modes]
+        answers = list(self._pool.map(lambda call: self._post_adaptive(call[2]), calls))
+        out: list[list[PseudoTarget]] = [[] for _ in prompt_ids]
+        for (start, mode, body), (resp, as_ids) in zip(calls, answers, strict=True):
+            n = body["n"]
+            for choice in choices_of(resp, len(body["prompt"]) * n):
+                ids, scores = self._tokens.read(logprobs_of(choice), 0, None, k, as_ids)
+                # EOS counts toward max_tokens on the server; never exceed the budget here.
+                if (self._eos is not None and len(ids) < request.max_new_tokens
+                        and ended_at_eos(choice, self.stop)):
+                    ids, scores = with_eos(ids, scores, self._eos, k)
+                out[start + choice["index"] // n].append(self._pseudo_target(ids, scores, mode))
+        return out
+
+    def _label_body(self, texts: list[str], mode: str, request: LabelRequest, k: int
+                    ) -> dict[str, Any]:
+        greedy = mode == "greedy"
+        body: dict[str, Any] = {
+            "model": self.model, "prompt": texts, "n": 1 if greedy else request.n,
+            "max_tokens": request.max_new_tokens, "logprobs": k,
+            "temperature": 0.0 if greedy else request.temperature,
+            "top_p": 1.0 if greedy else request.top_p}
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if self.stop:
+            body["stop"] = self.stop
+        return body
+
+    def _pseudo_target(self, ids: list[int], sc: TokenScores, decoding: str) -> PseudoTarget:
+        return PseudoTarget.from_arrays(
+            token_ids=np.asarray(ids, dtype=np.int64),
+            text=str(self.tokenizer.decode(ids, skip_special_tokens=True)), source="teacher",
+            decoding=decoding,  # type: ignore[arg-type]
+            topk_ids=sc.topk_ids, topk_logprobs=sc.topk_logprobs,
+            tail_logmass=sc.tail_logmass, sampled_logprobs=sc.token_logprobs)
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, prompt_ids: Sequence[Sequence[int]],
+              continuation_ids: Sequence[Sequence[int]], top_k: int) -> list[TokenScores]:
+        """Teacher top-k at each continuation token, L = len(continuation) rows per pair."""
+        if len(prompt_ids) != len(continuation_ids):
+            raise ValueError(f"score got {len(prompt_ids)} prompts but "
+                             f"{len(continuation_ids)} continuations; pass one per prompt")
+        if self.score_mode == "sampled":
+            raise ScoringUnsupported(self._unsupported("score_mode='sampled' labels only"))
+        seqs = [list(p) + list(c) for p, c in zip(prompt_ids, continuation_ids, strict=True)]
+        texts = [self._tokens.checked_text(i, s) for i, s in enumerate(seqs)]
+        starts = [len(p) for p in prompt_ids]
+        k = min(top_k, self.max_top_k)
+        chunks = [range(a, min(a + self.batch_size, len(seqs)))
+                  for a in range(0, len(seqs), self.batch_size)]
+        scored = self._pool.map(lambda rows: self._score_chunk(
+            [texts[i] for i in rows], [seqs[i] for i in rows], [starts[i] for i in rows], k),
+            chunks)
+        return [sc for chunk in scored for sc in chunk]
+
+    def _score_chunk(self, texts: list[str], seqs: list[list[int]], starts: list[int], k: int
+                     ) -> list[TokenScores]:
+        via = self._score_via or "echo"
+        while True:
+            try:
+                out = (self._score_echo if via == "echo" else self._score_prompt_logprobs)(
+                    texts, seqs, starts, k)
+                self._score_via = via
+                return out
+            except TeacherHTTPError as err:
+                if via == "echo" and err.refuses("max_tokens") and self._echo_tokens == 0:
+                    self._echo_tokens = 1  # some servers need one generated token with echo
+                elif via == "echo" and err.refuses("echo") and self.score_mode == "auto":
+                    via = "prompt_logprobs"
+                elif err.refuses("echo") or err.refuses("prompt_logprobs"):
+                    raise ScoringUnsupported(self._unsupported(err.server_message)) from err
+                else:
+                    raise
+
+    def _score_echo(self, texts: list[str], seqs: list[list[int]], starts: list[int], k: int
+                    ) -> list[TokenScores]:
+        body = {"model": self.model, "prompt": texts, "echo": True, "n": 1, "logprobs": k,
+                "max_tokens": self._echo_tokens, "temperature": 0.0}
+        resp, as_ids = self._post_adaptive(body)
+        out = []
+        for choice, seq, start in zip(choices_of(resp, len(texts)), seqs, starts, strict=True):
+            # Echo lists the prompt's tokens (the first with a null logprob), then any
+            # generated token (max_tokens=1 servers): keep positions start .. len(seq) - 1.
+            logprobs = logprobs_of(choice)
+            self._tokens.read(logprobs, 0, len(seq), 0, as_ids, expect=seq, ids_only=True)
+            out.append(self._tokens.read(logprobs, start, len(seq), k, as_ids,
+                                         expect=seq[start:])[1])
+        return out
+
+    def _score_prompt_logprobs(self, texts: list[str], seqs: list[list[int]],
+                               starts: list[int], k: int) -> list[TokenScores]:
+        body = {"model": self.model, "prompt": texts, "n": 1, "max_tokens": 1,
+                "temperature": 0.0, "prompt_logprobs": k}
+        out = []
+        answer = choices_of(self._post(body), len(texts))
+        for choice, seq, start in zip(answer, seqs, starts, strict=True):
+            entries = choice.get("prompt_logprobs")
+            if not isinstance(entries, list):
+                raise ScoringUnsupported(self._unsupported("the answer has no prompt_logprobs"))
+            out.append(prompt_logprob_scores(entries, seq, start, k))
+        return out
+
+    def _unsupported(self, why: str) -> str:
+        return (f"the teacher at {self.url} cannot score given sequences ({why}): scoring "
+                "needs echo=true with logprobs or vLLM's prompt_logprobs. Only GKD on-policy "
+                "steps, Joint-Teaching and ood.score=nll_gap score; set "
+                "learner.onpolicy_lambda=0, learner.joint_teaching=false and ood.score=nll "
+                "(or energy), or serve the teacher with vLLM or online-distill")
+
+    # ------------------------------------------------------------------ HTTP
+    def _post_adaptive(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """POST asking for tokens as ids unless the server refused that before; the answer
+        and whether tokens come as ids. The first refusal is remembered."""
+        if self._as_ids is False:
+            return self._post(body), False
+        try:
+            resp = self._post({**body, AS_IDS: True})
+        except TeacherHTTPError as err:
+            if not err.refuses(AS_IDS):
+                raise
+            log.info("the teacher server does not take %s; mapping token texts", AS_IDS)
+            self._as_ids = False
+            return self._post(body), False
+        self._as_ids = True
+        return resp, True
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST one request; retry connect errors, timeouts, 429 and 5xx with backoff."""
+        for attempt in range(self.max_retries + 1):
+            delay = self.retry_backoff_s * 2**attempt
+            try:
+                # timeout_s bounds a hung server or network; the request is then retried.
+                resp = self._client.post(self.url, json=body, headers=self._headers,
+                                         timeout=self.timeout_s)
+            except httpx.TransportError as exc:  # connect errors and timeouts included
+                failure = TeacherHTTPError(f"POST {self.url} failed: {type(exc).__name__}: "
+                                           f"{self._scrub(str(exc))}", retryable=True)
+            else:
+                if resp.status_code < 400:
+                    return json_body(resp, self.url)
+                failure = self._http_error(resp)
+                if not failure.retryable:
+                    raise failure
+                delay = retry_after(resp, delay)
+            if attempt == self.max_retries:
+                raise TeacherHTTPError(f"{failure} (gave up after {attempt + 1} attempts)",
+                                       failure.status, True, failure.server_message)
+            log.warning("teacher request failed, retry %d/%d in %.2fs: %s", attempt + 1,
+                        self.max_retries, delay, failure)
+            self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _http_error(self, resp: httpx.Response) -> TeacherHTTPError:
+        status = resp.status_code
+        message = self._scrub(server_message(resp))
+        fix = {401: f"check the API key in ${self.api_key_env}",
+               403: f"check the API key in ${self.api_key_env}",
+               404: f"check base_url (it ends in /v1) and model={self.model!r}"}.get(status, "")
+        text = f"POST {self.url} answered {status}: {message}" + (f"; {fix}" if fix else "")
+        return TeacherHTTPError(text, status, status == 429 or status >= 500, message)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
