@@ -15,7 +15,6 @@ from online_distill.actors.metrics import start_pusher
 from online_distill.config import config_from_dict
 
 
-
 @ray.remote
 class LearnerActor:
     def __init__(self, cfg: dict[str, Any], bootstrap: str, threads: int = 1) -> None:

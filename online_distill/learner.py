@@ -16,10 +16,10 @@ Gradient accumulation normalises by the valid tokens of the *whole* step, so the
 equals the full-batch one. With N data-parallel workers (a :class:`StepSync` and a
 DDP-wrapped ``train_model``) the normaliser is the whole step's count over all workers and
 each worker's loss is scaled by N (DDP averages gradients), so the update again equals the
-one of a single worker on the union of the batches (:mod:`online_distill.distributed`). A step whose loss or gradient norm is not finite is skipped and
-counted. Checkpoints hold the student, optimizer, schedule, RNG states and an opaque
-``progress`` dict (the stream offsets), written atomically; loading one reproduces the
-following steps bit for bit.
+one of a single worker on the union of the batches (:mod:`online_distill.distributed`).
+A step whose loss or gradient norm is not finite is skipped and counted. Checkpoints hold
+the student, optimizer, schedule, RNG states and an opaque ``progress`` dict (the stream
+offsets), written atomically; loading one reproduces the following steps bit for bit.
 """
 
 from __future__ import annotations

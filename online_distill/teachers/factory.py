@@ -44,4 +44,4 @@ def build_teacher(cfg: TeacherConfig, model_path: str, tokenizer_path: str) -> T
         api_key=os.environ.get(cfg.api_key_env) or None, timeout_s=cfg.timeout_s,
         max_retries=cfg.max_retries, retry_backoff_s=cfg.retry_backoff_s,
         max_concurrency=cfg.max_concurrency, batch_size=cfg.batch_size,
-        max_top_k=cfg.server_max_logprobs)
+        max_top_k=cfg.server_max_logprobs, stop=cfg.stop)

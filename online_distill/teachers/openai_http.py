@@ -15,13 +15,10 @@ log-probabilities of the prompt's own tokens (online-distill and vLLM support it
 prompt_logprobs, and remembers what worked; a server with neither raises
 :class:`ScoringUnsupported` ("sampled" mode labels only and never scores).
 
-Token ids, the tail mass and the end of sequence are read by
-:mod:`online_distill.teachers.openai_parse`: a PT that ends because the teacher emitted EOS
-gets the EOS token as its last token (with the teacher's stop taken as certain: these
-servers do not return its distribution there), like the in-process backends. A PT cut at a
-stop string ends before it, without EOS. The top-k is capped at ``max_top_k``
-(``teacher.server_max_logprobs``: 20 for online-distill and vLLM's default
---max-logprobs; 5 for OpenAI's hosted legacy completions).
+Reading answers (token ids, tail mass, EOS) is :mod:`online_distill.teachers.openai_parse`:
+a PT the teacher ended at EOS keeps EOS as its last token, like the in-process backends; one
+cut at a stop string does not. The top-k is capped at ``max_top_k``
+(``teacher.server_max_logprobs``: 20 for online-distill and vLLM, 5 for OpenAI's hosted API).
 """
 
 from __future__ import annotations
@@ -252,8 +249,8 @@ class OpenAITeacher:
         body = {"model": self.model, "prompt": texts, "n": 1, "max_tokens": 1,
                 "temperature": 0.0, "prompt_logprobs": k}
         out = []
-        answer = choices_of(self._post(body), len(texts))
-        for choice, seq, start in zip(answer, seqs, starts, strict=True):
+        for choice, seq, start in zip(choices_of(self._post(body), len(texts)), seqs, starts,
+                                      strict=True):
             entries = choice.get("prompt_logprobs")
             if not isinstance(entries, list):
                 raise ScoringUnsupported(self._unsupported("the answer has no prompt_logprobs"))

@@ -76,6 +76,7 @@ def test_a_student_trains_from_another_daemons_serve_endpoint(tmp_path: Path) ->
         stop_serving()
         ray.shutdown()
     assert run.returncode == 0, run.output[-4000:]
+    print(f"labeled {run.labeled}, learner steps {run.steps}")  # for the notes (-s)
     assert [m["id"] for m in served["data"]] == ["demo-teacher"]
     assert run.labeled >= 300, run.output[-3000:]
     assert run.steps >= 15, run.output[-3000:]

@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from up_runner import ROOT, run_up
 
 pytestmark = pytest.mark.integration
@@ -53,6 +52,7 @@ def test_loop_runs_end_to_end_with_the_vllm_teacher(vllm_bin: Path, tmp_path: Pa
                   "learner.publish_every_steps=20"],
                  env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
     assert run.returncode == 0, run.output[-4000:]
+    print(f"labeled {run.labeled}, learner steps {run.steps}")  # for the notes (-s)
     assert run.labeled >= 500, run.output[-3000:]
     assert run.steps >= 20, run.output[-3000:]
     labels_log = (tmp_path / "run" / "trained_ids.log").read_text().splitlines()

@@ -327,6 +327,12 @@ def test_missing_file() -> None:
         ),
         (["teacher.decoding=greedy"], "teacher.n_pseudo_targets = 4: greedy decoding gives one PT"),
         (["kafka.labels_topic=od.prompts"], "kafka.labels_topic = 'od.prompts': every stage"),
+        (["learner.workers=3", "learner.num_cpus=0.25"],
+         "learner.workers = 3: each learner worker reads its own labels partitions"),
+        (["ood.enabled=true", "ood.score=nll_gap", "teacher.backend=vllm"],
+         "ood.score = 'nll_gap': nll_gap needs the teacher's logits in-process"),
+        (["teacher.tokenizer=gpt2"], "teacher.tokenizer = 'gpt2': only backend=openai"),
+        (["teacher.backend=openai"], "teacher.model = '': backend=openai needs the served"),
     ],
 )
 def test_cross_field_checks(overrides: list[str], expected: str) -> None:

@@ -37,13 +37,13 @@ def main() -> None:
     v_pts = vl.label(prompts, req)
     label_s = time.perf_counter() - start
     h_pts = hf.label(prompts, req)
-    greedy_equal = sum(v[0].token_ids == h[0].token_ids for v, h in zip(v_pts, h_pts))
+    greedy_equal = sum(v[0].token_ids == h[0].token_ids for v, h in zip(v_pts, h_pts, strict=True))
     # Scoring: both backends score the same sequences (the vLLM greedy and sampled PTs).
-    pairs = [(p, list(pt.token_ids)) for p, pts in zip(prompts, v_pts) for pt in pts]
+    pairs = [(p, list(pt.token_ids)) for p, pts in zip(prompts, v_pts, strict=True) for pt in pts]
     v_sc = vl.score([p for p, _ in pairs], [c for _, c in pairs], k)
     h_sc = hf.score([p for p, _ in pairs], [c for _, c in pairs], k)
     diff_score, top1_equal, positions, id_overlap = 0.0, 0, 0, []
-    for a, b in zip(v_sc, h_sc):
+    for a, b in zip(v_sc, h_sc, strict=True):
         diff_score = max(diff_score, float(np.abs(a.token_logprobs - b.token_logprobs).max()))
         top1_equal += int((a.topk_ids[:, 0] == b.topk_ids[:, 0]).sum())
         positions += len(a.token_logprobs)
@@ -51,19 +51,20 @@ def main() -> None:
             # Compare the log-probs of the ids both top-k hold (ties may order differently).
             common = set(a.topk_ids[t].tolist()) & set(b.topk_ids[t].tolist())
             id_overlap.append(len(common) / k)
-            la = dict(zip(a.topk_ids[t].tolist(), a.topk_logprobs[t].tolist()))
-            lb = dict(zip(b.topk_ids[t].tolist(), b.topk_logprobs[t].tolist()))
+            la = dict(zip(a.topk_ids[t].tolist(), a.topk_logprobs[t].tolist(), strict=True))
+            lb = dict(zip(b.topk_ids[t].tolist(), b.topk_logprobs[t].tolist(), strict=True))
             for tid in common:
                 if la[tid] > -30:  # far-tail entries carry no mass worth comparing
                     diff_score = max(diff_score, abs(la[tid] - lb[tid]))
     # Label log-probs: the greedy PTs the two backends agree on, compared position by position.
     diff_label = 0.0
-    for v, h in zip(v_pts, h_pts):
+    for v, h in zip(v_pts, h_pts, strict=True):
         if v[0].token_ids == h[0].token_ids:
-            diff_label = max(diff_label, float(np.abs(np.asarray(v[0].sampled_logprobs)
-                                                       - np.asarray(h[0].sampled_logprobs)).max()))
-            diff_label = max(diff_label, float(np.abs(np.asarray(v[0].topk_logprobs)[:, 0]
-                                                       - np.asarray(h[0].topk_logprobs)[:, 0]).max()))
+            va, ha = v[0], h[0]
+            diff_label = max(diff_label, float(np.abs(
+                np.asarray(va.sampled_logprobs) - np.asarray(ha.sampled_logprobs)).max()))
+            diff_label = max(diff_label, float(np.abs(
+                np.asarray(va.topk_logprobs)[:, 0] - np.asarray(ha.topk_logprobs)[:, 0]).max()))
     tokens = sum(len(pt.token_ids) for pts in v_pts for pt in pts)
     print(json.dumps({
         "prompts": len(prompts), "pts_per_prompt": [len(p) for p in v_pts][:3],
