@@ -68,7 +68,7 @@ class LearnerJob:
         lc = self.cfg.learner
         gpu = resolve_device(lc.device).type == "cuda" if lc.device != "auto" else (
             ray.cluster_resources().get("GPU", 0) >= lc.workers)
-        resources = {"CPU": lc.num_cpus, **({"GPU": 1} if gpu else {})}
+        resources = {"CPU": lc.num_cpus, **({"GPU": 1} if gpu else {}), **lc.ray_resources}
         trainer = TorchTrainer(
             train_worker, train_loop_config=loop_config,
             torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),

@@ -68,7 +68,8 @@ class Supervisor:
         hub, metrics_url = self._start_metrics() if cfg.metrics.enabled else (None, None)
         plain = config_to_dict(cfg)
         teachers = [
-            TeacherActor.options(num_cpus=cfg.teacher.num_cpus, max_restarts=-1,
+            TeacherActor.options(num_cpus=cfg.teacher.num_cpus, num_gpus=cfg.teacher.num_gpus,
+                                 resources=dict(cfg.teacher.ray_resources), max_restarts=-1,
                                  name=f"teacher-{i}").remote(plain, bootstrap, self.threads)
             for i in range(cfg.teacher.num_actors)
         ]
@@ -78,9 +79,11 @@ class Supervisor:
             learner = LearnerJob.options(num_cpus=0, name="learner").remote(
                 plain, bootstrap, self.threads)
         else:
-            learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, max_restarts=-1,
-                                           name="learner").remote(plain, bootstrap,
-                                                                  self.threads)
+            learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus,
+                                           num_gpus=1 if cfg.learner.device == "cuda" else 0,
+                                           resources=dict(cfg.learner.ray_resources),
+                                           max_restarts=-1, name="learner").remote(
+                                               plain, bootstrap, self.threads)
         gate = GateActor.options(num_cpus=cfg.gate.num_cpus, max_restarts=-1,
                                  name="gate").remote(plain, bootstrap, self.threads)
         ood = None

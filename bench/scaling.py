@@ -66,6 +66,7 @@ def teachers(n: int, seconds: float) -> float:
         for item in DemoTraffic(seed=1).take(int(200 * n * (seconds + 30))):
             msg = PromptMessage(text=item.text, kind=item.problem.kind)
             sink.send(cfg.kafka.prompts_topic, encode(msg), key=msg.id.encode())
+        sink.flush(120)
         sink.close()
         actors = [TeacherActor.options(num_cpus=0.5, name=f"teacher-{i}").remote(
             config_to_dict(cfg), broker.bootstrap, 1) for i in range(n)]
@@ -102,6 +103,7 @@ def learner(workers: int, threads: int, seconds: float, examples: list[LabeledEx
         sink = KafkaSink(cfg.kafka, broker.bootstrap, "bench")
         for ex in examples:
             sink.send(cfg.kafka.labels_topic, encode(ex), key=ex.prompt_id.encode())
+        sink.flush(120)
         sink.close()
         plain = config_to_dict(cfg)
         if workers == 1:

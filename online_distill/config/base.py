@@ -163,3 +163,15 @@ def check_nonempty(obj: object, name: str, fix: str) -> None:
     value = getattr(obj, name)
     if not value.strip():
         fail(name, value, f"must not be empty ({fix})")
+
+
+def check_resources(obj: object, name: str) -> None:
+    """Custom Ray resources: names without spaces, amounts >= 0 (Ray's own GPU and CPU are
+    separate fields)."""
+    value: dict[str, float] = getattr(obj, name)
+    for key, amount in value.items():
+        if not key or " " in key or key in ("CPU", "GPU", "memory"):
+            fail(name, value, f"{key!r} is not a custom resource name; CPU and GPU have their "
+                 "own num_cpus/num_gpus fields, custom names look like 'teacher_slot'")
+        if amount < 0:
+            fail(name, value, f"{key} = {amount}: amounts must be >= 0")

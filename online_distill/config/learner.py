@@ -3,10 +3,10 @@ gate that decides which published student version is served."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from .base import check_nonempty, check_range, fail
+from .base import check_nonempty, check_range, check_resources, fail
 from .coerce import normalize_fields
 
 LossKind = Literal["sequence_ce", "forward_kl", "reverse_kl", "jsd", "tvd"]
@@ -127,6 +127,11 @@ class LearnerConfig:
     num_cpus: float = 0.5
     """CPUs Ray reserves for each training worker."""
 
+    ray_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each learner worker asks for, e.g. {"learner_slot": 1} to keep
+    the workers on the nodes that advertise it (deploy/k8s: the learner pods). A learner on
+    device=cuda reserves one GPU per worker besides these."""
+
     device: Literal["cpu", "cuda", "auto"] = "auto"
     """Device of each worker; auto uses CUDA when the worker sees a GPU."""
 
@@ -193,6 +198,7 @@ class LearnerConfig:
         check_range(self, "keep_checkpoints", ge=1, fix="a typical value is 3")
         check_range(self, "publish_every_steps", ge=1, fix="a typical value is 25")
         check_range(self, "workers", ge=1, fix="1 trains in one actor")
+        check_resources(self, "ray_resources")
         check_range(self, "num_cpus", ge=0, fix="a typical value is 0.5")
         check_range(self, "seed", ge=0, fix="any non-negative integer")
 

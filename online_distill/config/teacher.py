@@ -3,10 +3,10 @@ pseudo-targets, and the OOD-feedback loop that steers new prompts toward the tai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from .base import check_nonempty, check_range, fail
+from .base import check_nonempty, check_range, check_resources, fail
 from .coerce import normalize_fields
 
 
@@ -79,6 +79,14 @@ class TeacherConfig:
     device: Literal["cpu", "cuda", "auto"] = "auto"
     """Device of an in-actor teacher (hf, vllm); auto uses CUDA when the actor sees a GPU."""
 
+    num_gpus: float = 0.0
+    """GPUs Ray reserves for each teacher actor. Ray shows an actor only the GPUs it
+    reserved (CUDA_VISIBLE_DEVICES), so a teacher on a GPU (device=cuda) needs 1 here."""
+
+    ray_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each teacher actor asks for, e.g. {"teacher_slot": 1} to keep
+    teachers on the nodes that advertise it (deploy/k8s: the teacher pods)."""
+
     timeout_s: float = 30.0
     """backend=openai: longest wait for one HTTP request before it is retried; it bounds a
     hung server, not normal work (a 32-prompt demo batch takes under 1 s). In-process
@@ -134,6 +142,11 @@ class TeacherConfig:
         check_range(self, "batch_size", ge=1, fix="a typical value is 32")
         check_range(self, "num_actors", ge=1, fix="a typical value is 1-4")
         check_range(self, "num_cpus", ge=0, fix="a typical value is 0.5")
+        check_range(self, "num_gpus", ge=0, fix="1 for a teacher on its own GPU, else 0")
+        if self.device == "cuda" and self.backend != "openai" and self.num_gpus == 0:
+            fail("num_gpus", self.num_gpus, "teacher.device=cuda needs a GPU reserved from "
+                 "Ray (it hides unreserved GPUs from the actor); set teacher.num_gpus=1")
+        check_resources(self, "ray_resources")
         check_range(self, "timeout_s", gt=0, fix="a typical value is 30")
         check_range(self, "max_retries", ge=0, fix="a typical value is 3")
         check_range(self, "retry_backoff_s", ge=0, fix="a typical value is 0.5")
