@@ -24,6 +24,7 @@ import difflib
 import functools
 import importlib
 import json
+import shlex
 from collections.abc import Iterator
 from importlib.metadata import version as installed_version
 from pathlib import Path, PurePosixPath
@@ -375,9 +376,41 @@ def _cpus(group: dict[str, Any]) -> float:
     return float(group["rayStartParams"]["num-cpus"])
 
 
+def _gpus(group: dict[str, Any]) -> float:
+    return float(group["rayStartParams"].get("num-gpus", "0"))
+
+
+def _parse_ray_resources(value: str) -> dict[str, float]:
+    """A rayStartParams `resources` value as `ray start` receives it. KubeRay pastes
+    `--resources=<value>` into the pod's shell command, so the value must be one shell word
+    that unquotes to a JSON object; KubeRay documents the form '"{\\"Custom1\\": 1}"'."""
+    words = shlex.split(value)
+    assert len(words) == 1, f"resources {value!r}: {len(words)} shell words, not one"
+    parsed = json.loads(words[0])
+    assert isinstance(parsed, dict), f"resources {value!r}: not a JSON object"
+    assert all(isinstance(v, int | float) for v in parsed.values()), value
+    return parsed
+
+
+def _custom_resources(group: dict[str, Any]) -> dict[str, float]:
+    """The custom Ray resources a group's pods advertise (none without `resources`)."""
+    value = group["rayStartParams"].get("resources")
+    return {} if value is None else _parse_ray_resources(value)
+
+
 def _container_resources(group: dict[str, Any]) -> dict[str, dict[str, Any]]:
     (container,) = group["template"]["spec"]["containers"]
     return container["resources"]
+
+
+ACTORS_PER_POD = {"teacher": 1, "learner": 1}
+"""Teacher actors per teacher pod, learner workers per learner pod."""
+
+
+def _role_resources(cfg: Config) -> dict[str, dict[str, float]]:
+    """The custom resources each role asks for per actor (the head hosts no stage actor)."""
+    return {"head": {}, "teacher": dict(cfg.teacher.ray_resources),
+            "learner": dict(cfg.learner.ray_resources)}
 
 
 def test_the_loop_cluster_fits_the_config() -> None:
@@ -392,15 +425,50 @@ def test_the_loop_cluster_fits_the_config() -> None:
         assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == 1
         assert group["minReplicas"] == group["replicas"] == group["maxReplicas"]
         assert _cpus(group) <= float(res["requests"]["cpu"])
-    # Ray Train asks for a GPU per learner worker; a teacher asks Ray for CPUs only and uses
-    # its pod's GPU. Teacher pods advertise no GPU (no learner worker lands there) and room
-    # for one teacher; learner pods one GPU and room for a worker and the gate, not a teacher.
+        assert _gpus(group) <= res["limits"]["nvidia.com/gpu"], f"{name}: GPUs it lacks"
+
+
+def test_each_role_has_pods_of_its_own() -> None:
+    """Ray hides unreserved GPUs from an actor, so a teacher reserves one like a learner
+    worker, and GPUs no longer tell the two apart: custom resources do. Each group
+    advertises exactly its role's `ray_resources` for the actors it hosts, so a learner
+    worker cannot take a teacher pod (no learner_slot there), nor a teacher a learner pod."""
+    cfg = production()
+    g = groups(manifest("RayCluster"))
+    wanted = _role_resources(cfg)
+    assert wanted["teacher"] and wanted["learner"], "the roles need custom resources"
+    assert not set(wanted["teacher"]) & set(wanted["learner"]), "one name for both roles"
+    for name, group in g.items():
+        per_pod = ACTORS_PER_POD.get(name, 0)
+        expected = {k: v * per_pod for k, v in wanted[name].items()}
+        assert _custom_resources(group) == expected, name
+        # KubeRay refuses a group that sets both rayStartParams' resources and `resources`.
+        assert "resources" not in group, f"{name}: use rayStartParams only"
+    # GPUs: a teacher reserves teacher.num_gpus, a learner worker on CUDA one.
+    assert cfg.teacher.device == "cuda" and cfg.teacher.num_gpus > 0
+    assert _gpus(g["teacher"]) >= cfg.teacher.num_gpus * ACTORS_PER_POD["teacher"]
     assert cfg.learner.device == "cuda"
-    assert g["teacher"]["rayStartParams"]["num-gpus"] == "0"
-    assert g["learner"]["rayStartParams"]["num-gpus"] == "1"
-    t = cfg.teacher.num_cpus
-    assert t <= _cpus(g["teacher"]) < 2 * t
-    assert cfg.learner.num_cpus + cfg.gate.num_cpus <= _cpus(g["learner"]) < t
+    assert _gpus(g["learner"]) >= 1 * ACTORS_PER_POD["learner"]
+    assert _gpus(g["head"]) == 0
+    # CPUs: room for the actors of each pod, and for the gate beside a learner worker.
+    assert _cpus(g["teacher"]) >= cfg.teacher.num_cpus * ACTORS_PER_POD["teacher"]
+    learner_pod = cfg.learner.num_cpus * ACTORS_PER_POD["learner"] + cfg.gate.num_cpus
+    assert _cpus(g["learner"]) >= learner_pod
+
+
+def test_custom_resources_are_quoted_as_kuberay_documents() -> None:
+    # Ray's KubeRay autoscaler reads the same string its own way (Ray is pinned, so this
+    # private helper is stable here); both readings must agree.
+    from ray.autoscaler._private.kuberay.autoscaling_config import _get_custom_resources
+
+    for name, group in groups(manifest("RayCluster")).items():
+        params = group["rayStartParams"]
+        if "resources" in params:
+            assert _get_custom_resources({}, params, name) == _custom_resources(group), name
+    assert _parse_ray_resources('"{\\"teacher_slot\\": 1}"') == {"teacher_slot": 1}
+    for wrong in ('{"teacher_slot": 1}', "{teacher_slot: 1}"):  # split at the space
+        with pytest.raises(AssertionError, match="shell words"):
+            _parse_ray_resources(wrong)
 
 
 def test_the_serving_cluster_fits_the_config() -> None:
