@@ -23,7 +23,7 @@ from transformers import (
 from online_distill.generation import generate, right_pad
 from online_distill.losses import sparse_from_logits
 from online_distill.messages import PseudoTarget
-from online_distill.teachers.protocol import LabelRequest, TokenScores
+from online_distill.teachers.protocol import LabelRequest, TokenScores, teacher_pseudo_target
 
 
 def resolve_device(device: str) -> torch.device:
@@ -91,20 +91,9 @@ class HFTeacher:
                                               request.top_k_logprobs)
         grouped: list[list[PseudoTarget]] = [[] for _ in prompts]
         for i, (cont, sc) in enumerate(zip(gen.continuations, scores, strict=True)):
-            grouped[i // n].append(self._pseudo_target(cont, sc, mode))
+            grouped[i // n].append(teacher_pseudo_target(self.tokenizer, cont, sc, mode))
         return grouped
 
-    def _pseudo_target(self, cont: list[int], sc: TokenScores, decoding: str) -> PseudoTarget:
-        return PseudoTarget.from_arrays(
-            token_ids=np.asarray(cont, dtype=np.int64),
-            text=self.tokenizer.decode(cont, skip_special_tokens=True),
-            source="teacher",
-            decoding=decoding,  # type: ignore[arg-type]
-            topk_ids=sc.topk_ids,
-            topk_logprobs=sc.topk_logprobs,
-            tail_logmass=sc.tail_logmass,
-            sampled_logprobs=sc.token_logprobs,
-        )
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()

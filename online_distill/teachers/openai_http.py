@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import httpx
-import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from online_distill.config.teacher import TeacherConfig
@@ -52,7 +51,7 @@ from online_distill.teachers.openai_parse import (
     server_message,
     with_eos,
 )
-from online_distill.teachers.protocol import LabelRequest, TokenScores
+from online_distill.teachers.protocol import LabelRequest, TokenScores, teacher_pseudo_target
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAITeacher", "ScoreMode", "ScoringUnsupported",
            "TeacherHTTPError", "TeacherResponseError", "TokenizationMismatch"]
@@ -165,7 +164,8 @@ class OpenAITeacher:
                 if (self._eos is not None and len(ids) < request.max_new_tokens
                         and ended_at_eos(choice, self.stop)):
                     ids, scores = with_eos(ids, scores, self._eos, k)
-                out[start + choice["index"] // n].append(self._pseudo_target(ids, scores, mode))
+                out[start + choice["index"] // n].append(
+                    teacher_pseudo_target(self.tokenizer, ids, scores, mode))
         return out
 
     def _label_body(self, texts: list[str], mode: str, request: LabelRequest, k: int
@@ -182,13 +182,6 @@ class OpenAITeacher:
             body["stop"] = self.stop
         return body
 
-    def _pseudo_target(self, ids: list[int], sc: TokenScores, decoding: str) -> PseudoTarget:
-        return PseudoTarget.from_arrays(
-            token_ids=np.asarray(ids, dtype=np.int64),
-            text=str(self.tokenizer.decode(ids, skip_special_tokens=True)), source="teacher",
-            decoding=decoding,  # type: ignore[arg-type]
-            topk_ids=sc.topk_ids, topk_logprobs=sc.topk_logprobs,
-            tail_logmass=sc.tail_logmass, sampled_logprobs=sc.token_logprobs)
 
     # ------------------------------------------------------------------ scoring
     def score(self, prompt_ids: Sequence[Sequence[int]],

@@ -72,3 +72,18 @@ class TeacherBackend(TeacherScorer, Protocol):
     ) -> list[list[PseudoTarget]]:
         """For each prompt, its pseudo-targets (greedy first when requested)."""
         ...
+
+
+def teacher_pseudo_target(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int],
+                          scores: TokenScores, decoding: str) -> PseudoTarget:
+    """A teacher-written PT from its tokens and the teacher's scores at each of them."""
+    return PseudoTarget.from_arrays(
+        token_ids=np.asarray(token_ids, dtype=np.int64),
+        text=str(tokenizer.decode(list(token_ids), skip_special_tokens=True)),
+        source="teacher",
+        decoding=decoding,  # type: ignore[arg-type]
+        topk_ids=scores.topk_ids,
+        topk_logprobs=scores.topk_logprobs,
+        tail_logmass=scores.tail_logmass,
+        sampled_logprobs=scores.token_logprobs,
+    )

@@ -29,7 +29,7 @@ import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from online_distill.messages import PseudoTarget
-from online_distill.teachers.protocol import LabelRequest, TokenScores
+from online_distill.teachers.protocol import LabelRequest, TokenScores, teacher_pseudo_target
 
 
 def _tail_logmass(topk: Sequence[float]) -> float:
@@ -131,7 +131,8 @@ class VLLMTeacher:
             for comp in sorted(res.outputs, key=lambda c: c.index):
                 toks = list(comp.token_ids)
                 sc = token_scores(comp.logprobs or [], toks, k)
-                out[i].append(self._pseudo_target(toks, sc, "greedy" if greedy else "sample"))
+                mode = "greedy" if greedy else "sample"
+                out[i].append(teacher_pseudo_target(self.tokenizer, toks, sc, mode))
 
     def _beam(self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest,
               out: list[list[PseudoTarget]]) -> None:
@@ -144,16 +145,8 @@ class VLLMTeacher:
         for i, (prompt, res) in enumerate(zip(prompt_ids, results, strict=True)):
             conts = [list(seq.tokens[len(prompt):]) for seq in res.sequences[: request.n]]
             scores = self.score([prompt] * len(conts), conts, request.top_k_logprobs)
-            out[i].extend(self._pseudo_target(c, sc, "beam")
+            out[i].extend(teacher_pseudo_target(self.tokenizer, c, sc, "beam")
                           for c, sc in zip(conts, scores, strict=True))
-
-    def _pseudo_target(self, cont: list[int], sc: TokenScores, decoding: str) -> PseudoTarget:
-        return PseudoTarget.from_arrays(
-            token_ids=np.asarray(cont, dtype=np.int64),
-            text=self.tokenizer.decode(cont, skip_special_tokens=True), source="teacher",
-            decoding=decoding,  # type: ignore[arg-type]
-            topk_ids=sc.topk_ids, topk_logprobs=sc.topk_logprobs,
-            tail_logmass=sc.tail_logmass, sampled_logprobs=sc.token_logprobs)
 
     # ------------------------------------------------------------------ scoring
     def score(self, prompt_ids: Sequence[Sequence[int]],
