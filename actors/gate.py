@@ -65,6 +65,7 @@ class GateActor:
     def stats(self) -> dict[str, Any]:
         last = self.gate.last
         return {"promoted_version": self.store.promoted(), "counts": dict(self.gate.counts),
+                "judged": sum(self.gate.counts.values()),
                 "held_out": self.stage.stats.held_out,
                 "rolling_probe": len(self.holdout.rolling),
                 "last": last.to_dict() if last else None}
