@@ -1,7 +1,12 @@
 """The Ray Serve application: the promoted student behind an OpenAI-compatible API.
 
 Routes (FastAPI, so ``/openapi.json`` and ``/docs`` are served too):
-``POST /v1/completions``, ``GET /v1/models``, ``GET /healthz``. Each replica watches the
+``POST /v1/completions``, ``GET /v1/models``, ``GET /healthz``, and the admin routes
+``POST /admin/promote`` ``{"version": V}``, ``POST /admin/rollback`` ``{"version": V|null}``
+and ``GET /admin/versions``, which all need ``Authorization: Bearer <token>`` with the token
+in the environment variable named by ``serve.admin_token_env`` (401 without it, 403 for a
+wrong one or while the variable is unset; :mod:`online_distill.serving.admin`). Any replica
+answers them: the weights store is a shared directory. Each replica watches the
 weights store's PROMOTED pointer itself (a Serve handle call reaches one replica, so a
 broadcast would miss the others) and hot-swaps in place (:mod:`online_distill.serving.swap`).
 Concurrent requests are decoded together by ``@serve.batch``. Each replica counts its
@@ -25,6 +30,7 @@ from ray import serve
 
 from online_distill.config import Config, config_from_dict
 from online_distill.metrics import ServeMetrics
+from online_distill.serving.admin import AdminService
 from online_distill.serving.schemas import Completion, CompletionRequest, ErrorBody, ModelList
 from online_distill.serving.service import CompletionService, Item, run_items
 from online_distill.serving.swap import ModelSlot, Watcher
@@ -43,6 +49,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in ((400, "invalid request (the message says what to change)"),
                        (404, "unknown model name"), (413, "request body too large"),
                        (503, "no student version promoted yet"))
+}
+_ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in ((400, "invalid request (the message says what to change)"),
+                       (401, "no 'Authorization: Bearer <token>' header"),
+                       (403, "wrong token, or admin disabled (serve.admin_token_env unset)"),
+                       (404, "version not kept"), (409, "nothing to roll back to"),
+                       (413, "request body too large"))
 }
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": CompletionRequest.model_json_schema()}}}}
@@ -71,6 +85,7 @@ class StudentServer:
         self.slot.refresh()
         self.watcher = Watcher(self.slot.refresh, s.poll_interval_s)
         self.service = CompletionService(self.slot, limits_of(self.cfg), s.served_model_name)
+        self.admin = AdminService(store, s.admin_token_env)
         # Which replica answered (X-Replica): benchmarks time each replica's swap with it.
         self.service.replica = serve.get_replica_context().replica_id.unique_id
         registry = CollectorRegistry()
@@ -113,6 +128,28 @@ class StudentServer:
         """200 with the served version once one is loaded; 503 before the first promotion."""
         return self._answer(self.service.health(), time.perf_counter())
 
+    @app.post("/admin/promote", responses=_ADMIN_ERRORS)
+    async def admin_promote(self, request: Request) -> JSONResponse:
+        """Serve ``{"version": V}`` now, bypassing the gate (admin token required)."""
+        start = time.perf_counter()
+        auth = request.headers.get("authorization")
+        return self._answer(await self.admin.handle("promote", auth, request.body), start)
+
+    @app.post("/admin/rollback", responses=_ADMIN_ERRORS)
+    async def admin_rollback(self, request: Request) -> JSONResponse:
+        """Serve the previously served version, or ``{"version": V}`` (admin token required)."""
+        start = time.perf_counter()
+        auth = request.headers.get("authorization")
+        return self._answer(await self.admin.handle("rollback", auth, request.body), start)
+
+    @app.get("/admin/versions", responses=_ADMIN_ERRORS)
+    async def admin_versions(self, request: Request) -> JSONResponse:
+        """Every kept version with the gate's verdict, and the promoted one (admin token
+        required)."""
+        start = time.perf_counter()
+        auth = request.headers.get("authorization")
+        return self._answer(await self.admin.handle("versions", auth), start)
+
     def _answer(self, answer: tuple[int, dict[str, Any], dict[str, str]], start: float
                 ) -> JSONResponse:
         """The JSON response, counted by status code with its latency."""
@@ -140,7 +177,7 @@ def student_app(cfg: Config) -> Any:
     return StudentServer.options(
         num_replicas=s.num_replicas, max_ongoing_requests=s.max_concurrency,
         ray_actor_options={"num_cpus": s.num_cpus},
-    ).bind(config_to_dict(cfg))
+    ).bind(config_to_dict(cfg, redact=True))  # replicas need no Kafka password
 
 
 def start_serving(cfg: Config) -> str:

@@ -149,7 +149,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        # Only the problem and where it is: PyYAML's own message quotes the offending line,
+        # which may hold a secret (a password with an unbalanced quote).
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}; fix the "
+                          "syntax there (quotes, indentation, a missing ':')") from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):
