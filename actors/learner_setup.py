@@ -65,6 +65,7 @@ class LearnerParts:
                 "self_distilled": s.self_distilled, "by_origin": dict(s.by_origin),
                 "loss": last.loss if last else None, "fresh_trained": s.fresh_trained,
                 "duplicates": s.duplicates, "checkpoints": s.checkpoints,
+                "checkpoint_failures": s.checkpoint_failures,
                 "published": list(self.published), "pending": len(self.stage.pending),
                 "tokens": last.tokens if last else 0,
                 "train_seconds": s.train_seconds, "trained_tokens": s.trained_tokens,

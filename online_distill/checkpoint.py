@@ -77,16 +77,20 @@ def save_checkpoint(
     final = root / name
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    # Step 1: every file into the temporary folder.
-    save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
-    torch.save(state, tmp / "trainer_state.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    # Steps 2-3: make the bytes durable, then publish the folder (a re-save of the same
-    # step replaces the old one).
-    if final.exists():
-        shutil.rmtree(final)
-    commit_dir(tmp, final)
+    try:
+        tmp.mkdir()
+        # Step 1: every file into the temporary folder.
+        save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
+        torch.save(state, tmp / "trainer_state.pt")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        # Steps 2-3: make the bytes durable, then publish the folder (a re-save of the same
+        # step replaces the old one).
+        if final.exists():
+            shutil.rmtree(final)
+        commit_dir(tmp, final)
+    except BaseException:  # a full disk, say: free what the half-written one took, re-raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     # Step 4: point LATEST at it.
     write_atomic(root / LATEST, name.encode())
     # Step 5: prune.

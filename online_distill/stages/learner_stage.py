@@ -2,9 +2,10 @@
 
 :meth:`LearnerStage.run_once`:
 
-1. poll labeled-example records; decode them (malformed ones are dead-lettered) and drop
-   prompt ids seen before (at-least-once delivery; counted as duplicates) and the prompts
-   held out for the evaluation gate (:func:`online_distill.holdout.held_out`);
+1. poll labeled-example records; decode them (malformed ones, and ones with token ids
+   outside the student's vocabulary, are dead-lettered) and drop prompt ids seen before
+   (at-least-once delivery; counted as duplicates), the prompts held out for the evaluation
+   gate (:func:`online_distill.holdout.held_out`) and examples without a labeled token;
 2. when ``learner.batch_size`` fresh examples wait (or fewer have waited ``max_wait_s``),
    take one step on them, topped up from the replay buffer;
 3. every ``checkpoint_every_steps`` steps write a checkpoint whose ``progress`` holds the
@@ -77,11 +78,16 @@ class LearnerStageStats:
     """Examples kept out of training for the evaluation gate's rolling probe."""
     critic_dropped: int = 0
     """Examples none of whose pseudo-targets passed the critics."""
+    empty: int = 0
+    """Examples with no token to train on (every pseudo-target empty): skipped."""
     self_distilled: int = 0
     """Student-labeled examples trained on (self-distillation rounds)."""
     by_origin: dict[str, int] = field(default_factory=dict)
     """Fresh examples trained on, by the origin of their prompt (traffic or feedback)."""
     checkpoints: int = 0
+    checkpoint_failures: int = 0
+    """Checkpoints that could not be written (disk full, I/O error); their offsets stayed
+    uncommitted, so a restart re-trains from the last good checkpoint."""
     published: int = 0
     last_step: StepStats | None = None
     train_seconds: float = 0.0
@@ -180,6 +186,9 @@ class LearnerStage:
             self.tracker.add(rec)
             ex = decode_or_dead_letter(rec, LabeledExample, self.dead_letters,
                                        self.max_message_bytes)
+            if ex is not None and (why := self._untrainable(ex)) is not None:
+                self.dead_letters.send(rec, why, "token_out_of_vocabulary")
+                ex = None
             if ex is None:
                 self.tracker.done(rec)  # safe once the dead letter is flushed (step 4)
             elif held_out(ex.prompt_id, self.holdout_share):
@@ -187,6 +196,9 @@ class LearnerStage:
                 self.tracker.done(rec)
             elif self.critic is not None and (ex := self.critic(ex)) is None:
                 self.stats.critic_dropped += 1  # counted by reason in the critics' stats
+                self.tracker.done(rec)
+            elif ex.num_labeled_tokens == 0:
+                self.stats.empty += 1  # a step needs at least one labeled token
                 self.tracker.done(rec)
             elif self.replay.seen(ex.prompt_id) or any(
                     p.prompt_id == ex.prompt_id for _, p in self.pending):
@@ -241,6 +253,21 @@ class LearnerStage:
             self.prompt_times = []
         return stats
 
+    def _untrainable(self, ex: LabeledExample) -> str | None:
+        """Why the student cannot take `ex` (a token id outside its vocabulary: the labels
+        were made with another tokenizer), or None. Such ids would fail the forward."""
+        vocab = int(self.learner.model.get_input_embeddings().num_embeddings)
+        fields = [("prompt_token_ids", ex.prompt_token_ids)]
+        for i, pt in enumerate(ex.pseudo_targets):
+            fields += [(f"pseudo_targets[{i}].token_ids", pt.token_ids),
+                       (f"pseudo_targets[{i}].topk_ids", [t for row in pt.topk_ids for t in row])]
+        for name, ids in fields:
+            top = max(ids, default=-1)
+            if top >= vocab:
+                return (f"{name} holds token id {top}, outside the student's vocabulary of "
+                        f"{vocab}; the teacher must label with the student's tokenizer")
+        return None
+
     def _observe_live(self, fresh: list[LabeledExample], stats: StepStats) -> None:
         """Record the live-traffic signals of the step's fresh traffic examples (the first
         ``len(fresh)`` of the step) and feed the drift monitor."""
@@ -277,9 +304,20 @@ class LearnerStage:
         everyone: dict[str, int] = {}
         for part in sync.gather(offsets_to_json(offsets)):
             everyone.update(part)
+        saved = True
         if sync.rank == 0:
-            self.learner.save(self.checkpoint_dir, progress={"offsets": everyone})
-        sync.barrier()  # the checkpoint is on disk before any worker commits past it
+            try:
+                self.learner.save(self.checkpoint_dir, progress={"offsets": everyone})
+            except (OSError, RuntimeError) as exc:  # torch.save reports ENOSPC as RuntimeError
+                saved = False
+                self.stats.checkpoint_failures += 1
+                log.error("learner: checkpoint at step %d failed (%s); training goes on and "
+                          "its offsets stay uncommitted until a checkpoint succeeds (free "
+                          "space in %s)", self.learner.step, exc, self.checkpoint_dir)
+        # Every worker learns whether rank 0 saved: the checkpoint is on disk before any
+        # worker commits past it (and nobody commits when it is not).
+        if sync.sum_counts([int(saved)])[0] < sync.world_size:
+            return
         self.stats.checkpoints += 1
         self.dl_sink.flush(30.0)  # dead letters acknowledged before their offsets commit
         if offsets:

@@ -4,8 +4,14 @@ One call to :meth:`TeacherStage.run_once` handles one polled batch:
 
 1. poll up to ``teacher.batch_size`` prompt records (prompts and feedback topics);
 2. decode each one; malformed or over-long ones are dead-lettered (recoverable errors);
-3. label the batch with the backend, retrying with exponential backoff; if the batch still
-   fails, label its prompts one by one, and dead-letter the ones that keep failing;
+3. label the batch with the backend, retrying with exponential backoff. If the batch still
+   fails, ask the backend for a trivial label (the first tokens of the shortest prompt):
+   - it answers: the prompts are the problem; label them one by one and dead-letter the
+     ones that keep failing;
+   - it does not: the backend is down, not the prompts. Nothing is dead-lettered or
+     committed; the stage holds the batch, pauses its partitions (polling on, so the
+     consumer stays in its group) and retries after a wait that doubles up to
+     ``OUTAGE_MAX_WAIT_S``, then carries on from step 4;
 4. produce one ``LabeledExample`` per prompt to the labels topic (key = prompt id);
 5. flush the sink: raises if any labeled example or dead letter was not acknowledged
    (fatal: the actor restarts and re-reads the uncommitted batch, nothing is lost);
@@ -39,6 +45,13 @@ from online_distill.teachers.protocol import LabelRequest, TeacherBackend
 
 log = logging.getLogger(__name__)
 
+OUTAGE_MAX_WAIT_S = 30.0
+"""Longest wait between attempts while the teacher backend is down (every prompt failing)."""
+
+
+class BackendDown(Exception):
+    """Every prompt of a batch failed, alone as well as together: a backend outage."""
+
 
 @dataclass
 class TeacherStats:
@@ -59,6 +72,9 @@ class TeacherStats:
     """Labeling time of each recent batch (drained by the metrics exporter)."""
     queue_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     """Per recent prompt: from entering the stream to the teacher starting on it."""
+    outages: int = 0
+    """Batches put back because the backend failed every prompt (see the module docstring)."""
+    outage_seconds: float = 0.0
 
 
 def label_request(cfg: TeacherConfig) -> LabelRequest:
@@ -97,9 +113,14 @@ class TeacherStage:
         self.sleep = sleep
         self.request = label_request(cfg)
         self.stats = TeacherStats()
+        self._outage_wait = 0.0
+        self._held: tuple[list[Record], list[tuple[Record, PromptMessage, list[int]]]] | None
+        self._held = None
 
     def run_once(self, poll_timeout_s: float = 1.0) -> int:
         """Handle one polled batch; returns the number of records polled."""
+        if self._held is not None:
+            return self._retry_held()
         # Step 1: poll.
         records = self.source.poll(max_records=self.cfg.batch_size, timeout_s=poll_timeout_s)
         if not records:
@@ -123,14 +144,70 @@ class TeacherStage:
             good.append((rec, prompt, ids))
         # Steps 3-4: label and produce.
         if good:
-            self._label_and_produce(good)
+            try:
+                self._label_and_produce(good)
+            except BackendDown as exc:
+                self._hold(records, good, exc)
+                return len(records)
+        self._finish(records)
+        return len(records)
+
+    def _finish(self, records: list[Record]) -> None:
+        """Steps 5-6 for a handled batch."""
         self.stats.dead_lettered = self.dead_letters.count
         # Step 5: every output acknowledged (raises SinkError otherwise: fatal).
         self.sink.flush(self.flush_timeout_s)
         # Step 6: commit.
         self.source.commit(next_offsets(records))
         self.stats.batches += 1
+
+    # ------------------------------------------------------------------ backend outages
+    def _answers(self, good: list[tuple[Record, PromptMessage, list[int]]]) -> bool:
+        """Whether the backend labels a trivial prompt (the first tokens of the shortest
+        one): if it does, the prompts are what fails, and they are dead-lettered."""
+        ids = min((ids for _, _, ids in good), key=len)[:3]
+        probe = LabelRequest(n=1, decoding="greedy", include_greedy=True, top_k_logprobs=1,
+                             max_new_tokens=1)
+        try:
+            return len(self.backend.label([ids], probe)) == 1
+        except Exception:  # noqa: BLE001 - any failure means the backend is not answering
+            return False
+
+    def _hold(self, records: list[Record],
+              good: list[tuple[Record, PromptMessage, list[int]]], exc: BackendDown) -> None:
+        self._held = (records, good)
+        self.source.pause()
+        self.stats.outages += 1
+        self._wait(exc)
+
+    def _retry_held(self) -> int:
+        """Keep the consumer alive (its partitions are paused), then retry the held batch."""
+        assert self._held is not None
+        records, good = self._held
+        self.source.poll(timeout_s=0.0)
+        if not self._answers(good):
+            self._wait(BackendDown("the backend still cannot label a trivial prompt"))
+            return 0
+        try:
+            self._label_and_produce(good)
+        except BackendDown as exc:
+            self._wait(exc)
+            return 0
+        log.info("teacher: the backend answers again; labeled the held batch of %d",
+                 len(good))
+        self._held, self._outage_wait = None, 0.0
+        self.source.resume()
+        self._finish(records)
         return len(records)
+
+    def _wait(self, exc: BackendDown) -> None:
+        self._outage_wait = min(OUTAGE_MAX_WAIT_S,
+                                max(self.cfg.retry_backoff_s, 0.5, 2 * self._outage_wait))
+        self.stats.outage_seconds += self._outage_wait
+        log.warning("teacher: the backend failed every prompt of a batch (%s); holding the "
+                    "batch (nothing dead-lettered or committed), next try in %.1fs",
+                    exc, self._outage_wait)
+        self.sleep(self._outage_wait)
 
     # ------------------------------------------------------------------ labeling
     def _label_and_produce(self, good: list[tuple[Record, PromptMessage, list[int]]]) -> None:
@@ -139,7 +216,10 @@ class TeacherStage:
         try:
             results = list(self._label_with_retries([ids for _, _, ids in good],
                                                     self.cfg.max_retries))
-        except Exception:  # noqa: BLE001 - isolate the prompts that fail on their own
+        except Exception as exc:  # noqa: BLE001 - isolate the prompts that fail on their own
+            # First: does the backend answer at all? (one cheap call, not one per prompt)
+            if not self._answers(good):
+                raise BackendDown(str(exc)) from None
             results = [self._label_one(ids) for _, _, ids in good]
         seconds = time.time() - start
         self.stats.label_seconds += seconds
