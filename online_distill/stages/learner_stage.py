@@ -2,10 +2,11 @@
 
 :meth:`LearnerStage.run_once`:
 
-1. poll labeled-example records; decode them (malformed ones, and ones with token ids
-   outside the student's vocabulary, are dead-lettered) and drop prompt ids seen before
-   (at-least-once delivery; counted as duplicates), the prompts held out for the evaluation
-   gate (:func:`online_distill.holdout.held_out`) and examples without a labeled token;
+1. poll labeled-example records; decode them (malformed ones, and "untrainable" ones the
+   student cannot take: token ids outside its vocabulary, tokens without a top-k, are
+   dead-lettered) and drop prompt ids seen before (at-least-once delivery; counted as
+   duplicates), the prompts held out for the evaluation gate
+   (:func:`online_distill.holdout.held_out`) and examples without a labeled token;
 2. when ``learner.batch_size`` fresh examples wait (or fewer have waited ``max_wait_s``),
    take one step on them, topped up from the replay buffer;
 3. every ``checkpoint_every_steps`` steps write a checkpoint whose ``progress`` holds the
@@ -29,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,7 +188,7 @@ class LearnerStage:
             ex = decode_or_dead_letter(rec, LabeledExample, self.dead_letters,
                                        self.max_message_bytes)
             if ex is not None and (why := self._untrainable(ex)) is not None:
-                self.dead_letters.send(rec, why, "token_out_of_vocabulary")
+                self.dead_letters.send(rec, why, "untrainable")
                 ex = None
             if ex is None:
                 self.tracker.done(rec)  # safe once the dead letter is flushed (step 4)
@@ -254,13 +255,18 @@ class LearnerStage:
         return stats
 
     def _untrainable(self, ex: LabeledExample) -> str | None:
-        """Why the student cannot take `ex` (a token id outside its vocabulary: the labels
-        were made with another tokenizer), or None. Such ids would fail the forward."""
+        """Why the student cannot take `ex`, or None: a token id outside its vocabulary
+        (labels made with another tokenizer) would fail the forward, and tokens without a
+        top-k (k = 0) leave nothing to distil (the loss needs k >= 1 in the whole batch)."""
         vocab = int(self.learner.model.get_input_embeddings().num_embeddings)
-        fields = [("prompt_token_ids", ex.prompt_token_ids)]
+        fields: list[tuple[str, Sequence[int]]] = [("prompt_token_ids", ex.prompt_token_ids)]
         for i, pt in enumerate(ex.pseudo_targets):
+            if pt.num_tokens and not pt.k:
+                return (f"pseudo_targets[{i}] has {pt.num_tokens} tokens but no top-k "
+                        "log-probabilities (k = 0); label with teacher.top_k_logprobs >= 1")
+            topk = [t for row in pt.topk_ids for t in row]
             fields += [(f"pseudo_targets[{i}].token_ids", pt.token_ids),
-                       (f"pseudo_targets[{i}].topk_ids", [t for row in pt.topk_ids for t in row])]
+                       (f"pseudo_targets[{i}].topk_ids", topk)]
         for name, ids in fields:
             top = max(ids, default=-1)
             if top >= vocab:
@@ -308,10 +314,11 @@ class LearnerStage:
         if sync.rank == 0:
             try:
                 self.learner.save(self.checkpoint_dir, progress={"offsets": everyone})
-            except (OSError, RuntimeError) as exc:  # torch.save reports ENOSPC as RuntimeError
+            except Exception as exc:  # noqa: BLE001 - a full or failing disk: OSError,
+                # torch's RuntimeError, safetensors' SafetensorError all mean "not saved"
                 saved = False
                 self.stats.checkpoint_failures += 1
-                log.error("learner: checkpoint at step %d failed (%s); training goes on and "
+                log.error("learner: checkpoint at step %d failed (%r); training goes on and "
                           "its offsets stay uncommitted until a checkpoint succeeds (free "
                           "space in %s)", self.learner.step, exc, self.checkpoint_dir)
         # Every worker learns whether rank 0 saved: the checkpoint is on disk before any

@@ -1,0 +1,92 @@
+"""An OpenAI-compatible teacher server with a fault switch, for the fault suite.
+
+It answers /v1/completions with the project's own completion engine on the demo teacher
+(the same code Ray Serve runs), in a thread of the test process. ``mode`` makes it fail on
+purpose: "error" (HTTP 503), "hang" (no answer for ``hang_s``, past the client's timeout),
+"garbage" (HTTP 200 with a body that is not JSON); "ok" answers normally.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from pydantic import ValidationError
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from online_distill.serving.engine import CompletionEngine
+from online_distill.serving.schemas import CompletionRequest
+from online_distill.serving.validation import (
+    ApiError,
+    ServingLimits,
+    error_from_pydantic,
+    validate_request,
+)
+from online_distill.tasks.models import DEMO_TEACHER_DIR
+
+NAME = "demo-teacher"
+
+
+class FaultyTeacherServer:
+    def __init__(self, hang_s: float = 5.0) -> None:
+        model = AutoModelForCausalLM.from_pretrained(str(DEMO_TEACHER_DIR))
+        self.engine = CompletionEngine(model, AutoTokenizer.from_pretrained(
+            str(DEMO_TEACHER_DIR)), version=1, served_model_name=NAME)
+        self.limits = ServingLimits()
+        self.mode, self.hang_s = "ok", hang_s
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                status, payload = server.answer(body)
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}/v1"
+
+    def answer(self, body: bytes) -> tuple[int, bytes]:
+        mode = self.mode
+        self.counts[mode] = self.counts.get(mode, 0) + 1
+        if mode == "error":
+            return 503, b'{"error": {"message": "overloaded (injected)"}}'
+        if mode == "hang":
+            time.sleep(self.hang_s)
+            return 503, b'{"error": {"message": "hung (injected)"}}'
+        if mode == "garbage":
+            return 200, b'{"choices": [{"text": "\\u0000'
+        try:
+            try:
+                req = CompletionRequest.model_validate(json.loads(body))
+            except ValidationError as exc:  # e.g. vLLM's extra fields: a 400, as Serve says
+                raise error_from_pydantic(exc) from exc
+            prompts = validate_request(req, self.limits, NAME)
+            with self.lock:
+                out = self.engine.complete(req, prompts)
+        except ApiError as err:
+            return err.status, json.dumps(err.body()).encode()
+        return 200, json.dumps(out).encode()
+
+    def set_for(self, mode: str, seconds: float) -> None:
+        """Fail in ``mode`` for ``seconds``, then answer normally again."""
+        self.mode = mode
+        threading.Timer(seconds, lambda: setattr(self, "mode", "ok")).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
