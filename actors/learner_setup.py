@@ -123,7 +123,8 @@ def build_learner(cfg: Config, bootstrap: str, sync: StepSync | None = None) -> 
     m = cfg.metrics
     drift = DriftMonitor(m.drift_window, m.drift_threshold, m.drift_method,
                          tail_quantile=cfg.ood.tail_quantile)
-    dead_letters = DeadLetterWriter(sink, k.dead_letter_topic, "learner")
+    dead_letters = DeadLetterWriter(sink, k.dead_letter_topic, "learner",
+                                    max_message_bytes=k.max_message_bytes)
     parts: LearnerParts
     stage = LearnerStage(
         source, learner, lc, dead_letters, sink,

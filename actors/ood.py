@@ -40,9 +40,11 @@ class OODActor:
         writer = TeacherPromptWriter(teacher, teacher.tokenizer)
         source = KafkaSource(k, bootstrap, "ood", [k.prompts_topic])
         self.sink = KafkaSink(k, bootstrap, "ood")
-        self.dead_letters = DeadLetterWriter(self.sink, k.dead_letter_topic, "ood")
+        self.dead_letters = DeadLetterWriter(self.sink, k.dead_letter_topic, "ood",
+                                             max_message_bytes=k.max_message_bytes)
         self.stage = OODStage(source, self.sink, writer, scorer, feedback_format(self.cfg), o,
-                              k.feedback_topic, self.dead_letters)
+                              k.feedback_topic, self.dead_letters,
+                              max_message_bytes=k.max_message_bytes)
         self.scorer = scorer
         self.lag = LagProbe(source)
         registry = CollectorRegistry()

@@ -31,7 +31,8 @@ class TeacherActor:
                                 student_path(self.cfg.learner.student_model))
         source = KafkaSource(k, bootstrap, "teacher", [k.prompts_topic, k.feedback_topic])
         self.sink = KafkaSink(k, bootstrap, "teacher")
-        self.dead_letters = DeadLetterWriter(self.sink, k.dead_letter_topic, "teacher")
+        self.dead_letters = DeadLetterWriter(self.sink, k.dead_letter_topic, "teacher",
+                                             max_message_bytes=k.max_message_bytes)
         self.stage = TeacherStage(
             source, self.sink, backend, backend.tokenizer, t, k.labels_topic, self.dead_letters,
             max_prompt_tokens=self.cfg.learner.max_seq_len - t.max_new_tokens,

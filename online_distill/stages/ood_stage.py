@@ -20,8 +20,12 @@ One call to :meth:`OODStage.run_once`:
 
 Errors: undecodable records are dead-lettered; a generator failure (a remote teacher timing
 out) skips the round and is counted in ``failed_rounds`` (nothing is lost: no input offset
-depends on it); a scorer failure or a failed flush is fatal (raised: the actor restarts and
-re-reads the uncommitted batch).
+depends on it). When scoring a batch fails, its prompts are scored one by one and the ones
+that fail alone are dead-lettered (``scorer_error``: a prompt longer than the student's
+context, say), like the teacher's poison prompts; when every one of them fails and the
+scorer cannot score even a trivial prompt (the first characters of the shortest one), the
+scorer is broken, not the prompts: that, like a failed flush, is fatal (raised: the actor
+restarts and re-reads the uncommitted batch).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from online_distill.streams import (
     DeadLetterWriter,
     MessageSink,
     MessageSource,
+    Record,
     decode_or_dead_letter,
     next_offsets,
 )
@@ -154,14 +159,14 @@ class OODStage:
             self.stats.polled += len(records)
             for rec in records:
                 self.stats.by_topic[rec.topic] = self.stats.by_topic.get(rec.topic, 0) + 1
-            traffic: list[PromptMessage] = []
+            traffic: list[tuple[Record, PromptMessage]] = []
             for rec in records:
                 prompt = decode_or_dead_letter(rec, PromptMessage, self.dead_letters,
                                                self.max_message_bytes)
                 if prompt is None:
                     continue
                 if prompt.origin == "traffic":
-                    traffic.append(prompt)
+                    traffic.append((rec, prompt))
                 else:
                     self.stats.ignored_feedback += 1
                 self.dedup.add(prompt.text)
@@ -175,10 +180,11 @@ class OODStage:
             self.feedback_round()
         return len(records)
 
-    def _score_traffic(self, traffic: list[PromptMessage]) -> None:
+    def _score_traffic(self, traffic: list[tuple[Record, PromptMessage]]) -> None:
         self.budget.saw_traffic(len(traffic))
-        energies = self._score([p.text for p in traffic])
-        scored = [(p, e) for p, e in zip(traffic, energies, strict=True) if math.isfinite(e)]
+        energies = self._score_isolating(traffic)
+        scored = [(p, e) for (_, p), e in zip(traffic, energies, strict=True)
+                  if e is not None and math.isfinite(e)]
         self.stats.unscored += len(traffic) - len(scored)
         self.stats.scored += len(scored)
         self.window.add(e for _, e in scored)
@@ -193,6 +199,39 @@ class OODStage:
                 self.tails.offer(TailExample(prompt.text, energy, prompt.kind, prompt.id))
         self.stats.tail_size = len(self.tails)
         self.stats.tail_by_kind = dict(self.tails.kinds())
+
+    def _score_isolating(self, traffic: list[tuple[Record, PromptMessage]]
+                         ) -> list[float | None]:
+        """Energies of the batch; if scoring it fails, of each prompt alone, None (after
+        dead-lettering it) for the ones that fail alone. Raises when the scorer is broken."""
+        try:
+            return list(self._score([p.text for _, p in traffic]))
+        except Exception as batch_error:  # noqa: BLE001 - isolate the prompts that fail
+            out: list[float | None] = []
+            failures: list[tuple[Record, Exception]] = []
+            for rec, prompt in traffic:
+                try:
+                    out += self._score([prompt.text])
+                except Exception as exc:  # noqa: BLE001 - this prompt's dead letter
+                    out.append(None)
+                    failures.append((rec, exc))
+            if len(failures) == len(traffic) and not self._scorer_answers(traffic):
+                raise batch_error
+            log.warning("ood: scoring a batch of %d failed (%s); %d prompts fail alone",
+                        len(traffic), batch_error, len(failures))
+            for rec, error in failures:
+                self.dead_letters.send(rec, f"the student could not score this prompt: "
+                                       f"{type(error).__name__}: {error}", "scorer_error")
+            return out
+
+    def _scorer_answers(self, traffic: list[tuple[Record, PromptMessage]]) -> bool:
+        """Whether the scorer scores a trivial prompt (the first characters of the shortest
+        one): if it does, the prompts are what fails, and they are dead-lettered."""
+        text = min((p.text for _, p in traffic), key=len)[:8]
+        try:
+            return len(self._score([text])) == 1
+        except Exception:  # noqa: BLE001 - any failure means the scorer itself is broken
+            return False
 
     def _score(self, texts: list[str]) -> list[float]:
         energies = [float(e) for e in self.scorer(texts)]

@@ -18,18 +18,32 @@ from .protocol import MessageSink, Record, SendHandle
 log = logging.getLogger(__name__)
 
 _TRUNCATED_NOTE = " [payload truncated from {n} bytes]"
+_MAX_REASON_CHARS = 2000
+"""Longer reasons are cut: a reason can quote a field of the bad record (a 1 MB "origin")."""
+_RECORD_OVERHEAD = 512
+"""Bytes a Kafka producer adds around a record's key and value (batch and record headers),
+rounded up generously; a dead letter's value, key and this must fit in max_message_bytes."""
 
 
 class DeadLetterWriter:
     """Produces `DeadLetter` messages for one stage to one topic, and counts them."""
 
     def __init__(
-        self, sink: MessageSink, topic: str, stage: str, max_payload_bytes: int | None = None
+        self,
+        sink: MessageSink,
+        topic: str,
+        stage: str,
+        max_payload_bytes: int | None = None,
+        max_message_bytes: int = 1 << 20,
     ) -> None:
-        """`max_payload_bytes`: cut longer payloads (and say so in the reason) so that the
-        dead letter itself fits under the producer's size limit; None keeps them whole."""
+        """`max_payload_bytes`: cut longer payloads (and say so in the reason); None keeps
+        them whole when they fit. `max_message_bytes`: the producer's record limit
+        (kafka.max_message_bytes): a payload is always cut (and the reason says so) so that
+        the dead letter fits under it. Without that, a record near the limit would give a
+        dead letter the sink refuses: a fatal error, on every restart, for the same record."""
         self.sink, self.topic, self.stage = sink, topic, stage
         self.max_payload_bytes = max_payload_bytes
+        self.max_message_bytes = max_message_bytes
         self.count = 0
         """Records dead-lettered by this writer so far."""
         self.by_error_type: Counter[str] = Counter()
@@ -42,11 +56,9 @@ class DeadLetterWriter:
 
         Delivery failures surface in the sink's next `flush`, like any other output.
         """
-        payload = record.value
-        limit = self.max_payload_bytes
-        if limit is not None and len(payload) > limit:
-            reason += _TRUNCATED_NOTE.format(n=len(payload))
-            payload = payload[:limit]
+        if len(reason) > _MAX_REASON_CHARS:
+            reason = f"{reason[:_MAX_REASON_CHARS]}... [{len(reason)} chars]"
+        data = self._fit(record, reason, error_type)
         log.warning(
             "%s: dead-lettering %s/%d@%d (%s): %s",
             self.stage,
@@ -59,16 +71,31 @@ class DeadLetterWriter:
         self.count += 1
         self.by_error_type[error_type] += 1
         self.by_topic[(record.topic, error_type)] += 1
-        letter = DeadLetter(
-            payload=payload,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            reason=reason,
-            stage=self.stage,
-            error_type=error_type,
-        )
-        return self.sink.send(self.topic, encode(letter), key=record.key)
+        return self.sink.send(self.topic, data, key=record.key)
+
+    def _fit(self, record: Record, reason: str, error_type: str) -> bytes:
+        """The encoded dead letter, its payload cut to max_payload_bytes and then to fit
+        max_message_bytes (with the key and the producer's overhead)."""
+        payload = record.value
+        keep = len(payload)
+        if self.max_payload_bytes is not None:
+            keep = min(keep, self.max_payload_bytes)
+        note = _TRUNCATED_NOTE.format(n=len(payload))
+        while True:
+            letter = DeadLetter(
+                payload=payload[:keep],
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=reason + (note if keep < len(payload) else ""),
+                stage=self.stage,
+                error_type=error_type,
+            )
+            data = encode(letter)
+            over = len(data) + len(record.key or b"") + _RECORD_OVERHEAD - self.max_message_bytes
+            if over <= 0 or keep == 0:
+                return data
+            keep = max(0, keep - over - len(note))
 
 
 def decode_or_dead_letter(
