@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv venv-trl venv-vllm s3rver prometheus test unit integration lint typecheck demo demo-teacher bench-methods clean
+.PHONY: venv venv-trl venv-vllm faults s3rver prometheus test unit integration lint typecheck demo demo-teacher bench-methods clean
 
 # torch first (the local CPU wheel), then everything else under the torch constraint so
 # that no dependency can pull a CUDA build of torch.
@@ -51,7 +51,12 @@ prometheus:
 	    $$SUDO apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
 
 test: $(STAMP) $(VLLM_STAMP) $(S3RVER) prometheus lint
-	ONLINE_DISTILL_REQUIRE_VLLM=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	ONLINE_DISTILL_REQUIRE_VLLM=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) -m "not slow_fault" tests
+
+# Every fault-injection scenario (tests/faults; make test runs the fast ones). Each prints
+# its counts and writes them to runs/faults/<scenario>.json.
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s $(PYTEST_ARGS) tests/faults
 
 unit: $(STAMP) prometheus
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/unit

@@ -43,6 +43,8 @@ class Fault:
     name: str
     action: Callable[[Supervisor], None]
     watch: tuple[str, str]
+    recovered: Callable[[Supervisor], bool] | None = None
+    """Instead of ``watch``: a predicate that is true once the fault is healed."""
 
 
 @dataclass
@@ -79,22 +81,48 @@ def base_config(run: Path, bootstrap: str, extra: list[str]) -> Config:
         "learner.batch_size=32", "learner.checkpoint_every_steps=1",
         "learner.publish_every_steps=10", "teacher.n_pseudo_targets=2",
         "gate.rolling_probe_size=0",  # nothing held out: every prompt must be trained on
+        "critics.enabled=false",  # delivery is under test here, not filtering: every prompt trains
         "metrics.enabled=false", "serve.enabled=false", "demo.enabled=false", *extra])
 
 
 class Traffic(threading.Thread):
-    """Sends ``count`` demo prompts at ``rate`` per second; ``ids`` are what went in."""
+    """Sends ``count`` demo prompts at ``rate`` per second; ``ids`` are what went in.
+
+    ``hold()`` / ``go()`` pause the producer around a broker restart: the producers are the
+    users' side, and a prompt they failed to send is not the daemon's to lose."""
 
     def __init__(self, cfg: Config, bootstrap: str, count: int, rate: float) -> None:
         super().__init__(daemon=True)
+        self.cfg, self.bootstrap = cfg, bootstrap
         self.sink = KafkaSink(cfg.kafka, bootstrap, "fault-traffic")
         self.topic, self.count, self.rate = cfg.kafka.prompts_topic, count, rate
         self.ids: list[str] = []
+        self.running = threading.Event()
+        self.running.set()
+        self.idle = threading.Event()
+
+    def hold(self) -> None:
+        self.running.clear()
+        self.idle.wait(10)
+
+    def go(self, new_producer: bool = False) -> None:
+        """Carry on; ``new_producer`` after a broker restart (an idempotent producer's
+        session does not survive one: its next send fails with a fatal error)."""
+        if new_producer:
+            self.sink.close()
+            self.sink = KafkaSink(self.cfg.kafka, self.bootstrap, "fault-traffic")
+        self.idle.clear()
+        self.running.set()
 
     def run(self) -> None:
         traffic = DemoTraffic(seed=7)
         start = time.monotonic()
         for i in range(self.count):
+            if not self.running.is_set():
+                self.sink.flush(60)
+                self.idle.set()
+                self.running.wait()
+                start = time.monotonic() - i / self.rate
             item = next(traffic)
             msg = PromptMessage(text=item.text, kind=item.problem.kind)
             self.sink.send(self.topic, encode(msg), key=msg.id.encode())
@@ -158,6 +186,11 @@ def recovery_time(sup: Supervisor, fault: Fault, fired_at: float, timeout_s: flo
     first: float | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if fault.recovered is not None:
+            if fault.recovered(sup):
+                return time.monotonic() - fired_at
+            time.sleep(0.5)
+            continue
         value = counter(sup, fault.watch)
         if value is not None:
             if first is None:
@@ -187,6 +220,7 @@ def run_scenario(name: str, tmp_path: Path, faults: list[Fault], *, extra: list[
     try:
         loop = sup.start()
         traffic = Traffic(cfg, loop.bootstrap, prompts, rate)
+        sup.fault_traffic = traffic  # type: ignore[attr-defined]  # faults may pause it
         if serve_client and loop.serve_url:
             client = HttpClient(loop.serve_url)
             client.start()
