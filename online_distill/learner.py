@@ -104,6 +104,11 @@ class Learner:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
+        context = (getattr(model.config, "n_positions", None)
+                   or getattr(model.config, "max_position_embeddings", None))
+        self.max_len = min(cfg.max_seq_len, int(context)) if context else cfg.max_seq_len
+        """Longest sequence trained: learner.max_seq_len, or the student's context if
+        shorter (a longer example loses its end instead of crashing every step)."""
         self.pad_id = pad_id
         self.scorer = scorer
         self.top_k = top_k
@@ -155,7 +160,7 @@ class Learner:
             raise ValueError("train_on_rows got no rows with tokens to train on")
         n_micro = min(self.cfg.grad_accum_steps, len(rows))
         micro = [rows[i::n_micro] for i in range(n_micro)]
-        batches = [collate(m, self.pad_id, self.cfg.max_seq_len) for m in micro]
+        batches = [collate(m, self.pad_id, self.max_len) for m in micro]
         # Global normalisers: every micro-batch divides by the whole step's token counts
         # (over every worker); DDP averages gradients over workers, so scale back by N.
         local_valid = sum(b.num_tokens for b in batches)
