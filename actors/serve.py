@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from online_distill.actors.metrics import start_pusher
 from prometheus_client import CollectorRegistry
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from online_distill.config import Config, config_from_dict
 from online_distill.metrics import ServeMetrics
@@ -44,6 +45,21 @@ app = FastAPI(
                 "subset of the completions API. Every response names the served version "
                 "(the `version` field and the `X-Model-Version` header).",
 )
+
+
+@app.exception_handler(StarletteHTTPException)
+def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes (404) and wrong methods (405) answer in OpenAI's error shape too."""
+    what = {404: f"no route {request.url.path}; the API has /v1/completions, /v1/models, "
+                 "/healthz and /admin/*",
+            405: f"{request.method} is not allowed on {request.url.path}"}.get(
+        exc.status_code, str(exc.detail))
+    err = ApiError(exc.status_code, what, code="not_found" if exc.status_code == 404
+                   else "method_not_allowed" if exc.status_code == 405 else "http_error")
+    return JSONResponse(err.body(), status_code=exc.status_code,
+                        headers=dict(exc.headers or {}))
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in ((400, "invalid request (the message says what to change)"),

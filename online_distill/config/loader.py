@@ -5,11 +5,12 @@ Precedence: field defaults < the YAML file < overrides, applied in the order giv
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,33 @@ def load_config(
     YAML scalar or flow list/mapping, then converted to the field's annotated type.
     Raises ConfigError naming the dotted field path, the bad value and how to fix it.
     """
-    raw: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    where = f"config file {path}" if path is not None else "the defaults"
+    with _hostile_input(where):
+        raw: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
     if isinstance(overrides, str):  # a lone string would be split into characters
         overrides = [overrides]
     for text in overrides:
-        _apply_override(raw, text)
-    return config_from_dict(raw)
+        with _hostile_input(f"override {text.partition('=')[0].strip()!r}"):
+            _apply_override(raw, text)
+    with _hostile_input(f"{where} with the overrides"):
+        return config_from_dict(raw)
+
+
+@contextlib.contextmanager
+def _hostile_input(where: str) -> Iterator[None]:
+    """Input no config can be made of (a self-referencing YAML alias or nesting thousands
+    deep, bytes that are not UTF-8, an integer of thousands of digits) is a ConfigError too,
+    not whatever exception the parser happened to raise."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (RecursionError, UnicodeDecodeError, ValueError) as exc:
+        kind = {RecursionError: "nests too deeply or refers to itself (a YAML alias)",
+                UnicodeDecodeError: "is not UTF-8 text"}.get(type(exc), "holds a value "
+                                                              "that cannot be read")
+        raise ConfigError(f"{where} {kind} ({type(exc).__name__}); write plain values "
+                          "there") from None
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:

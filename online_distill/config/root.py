@@ -109,9 +109,9 @@ class Config:
             fail(
                 "ray.num_cpus",
                 self.ray.num_cpus,
-                f"the actors reserve {wanted:g} CPUs (teacher, learner, serve, ood num_cpus "
-                "times their counts), so some would wait forever; raise ray.num_cpus or "
-                "lower those num_cpus",
+                f"the actors reserve {wanted:g} CPUs (teacher.num_cpus x num_actors, "
+                "learner.num_cpus x workers, serve.num_cpus x num_replicas, ood.num_cpus), "
+                "so some would wait forever; raise ray.num_cpus or lower those",
             )
 
     def reserved_cpus(self) -> float:

@@ -107,7 +107,8 @@ class ServeConfig:
             self,
             "max_body_bytes",
             ge=self.max_prompt_chars,
-            fix="must hold the longest prompt; a typical value is 65536",
+            fix=f"must hold the longest prompt (serve.max_prompt_chars = "
+            f"{self.max_prompt_chars}); raise it or lower max_prompt_chars",
         )
         check_range(self, "max_concurrency", ge=1, fix="a typical value is 32")
         check_range(self, "poll_interval_s", gt=0, le=60, fix="a typical value is 0.25")

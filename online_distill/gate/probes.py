@@ -53,14 +53,25 @@ def teacher_forced(model: PreTrainedModel, sequences: Sequence[tuple[list[int], 
     or right; it counts the same for every version).
     """
     device = next(model.parameters()).device
+    cfg = model.config
+    context = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+    vocab = int(cfg.vocab_size)
     agree: list[float] = []
     nll: list[float] = []
     for start in range(0, len(sequences), batch_size):
         chunk = list(sequences[start : start + batch_size])
-        ids, mask = right_pad([p + t for p, t in chunk], pad_id, min_width=2)  # (B, W)
+        # Held-out examples are live traffic: cut them to the model's context, and let ids
+        # outside its vocabulary count as neither input nor target (they would index past
+        # the embeddings).
+        seqs = [(p + t)[:context] if context else p + t for p, t in chunk]
+        known = [[0 <= x < vocab for x in seq] for seq in seqs]
+        ids, mask = right_pad([[x if ok else pad_id for x, ok in zip(seq, k, strict=True)]
+                               for seq, k in zip(seqs, known, strict=True)],
+                              pad_id, min_width=2)  # (B, W)
         target = torch.zeros_like(ids, dtype=torch.bool)  # positions whose token is a target
         for row, (p, t) in enumerate(chunk):
-            target[row, len(p) : len(p) + len(t)] = True
+            end = min(len(p) + len(t), len(seqs[row]))
+            target[row, len(p) : end] = torch.tensor(known[row][len(p):end], dtype=torch.bool)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).cpu()  # (B, W-1, V)
         labels, where = ids[:, 1:], target[:, 1:]  # (B, W-1)

@@ -204,9 +204,6 @@ def test_every_operation_survives_generated_requests(app_url: Any, mode: Generat
     assert not failures, "\n\n".join(f"{label}: {exc}" for label, exc in failures.items())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "actors/serve.py: routes the document does not list, and methods a route does not take, "
-    "get FastAPI's own {'detail': ...} body (404, 405), not OpenAI's error shape"))
 @pytest.mark.parametrize("method,path", [("GET", "/v1/completions"), ("POST", "/v1/models"),
                                          ("GET", "/v1/nothing-here")])
 def test_unlisted_routes_and_methods_answer_in_the_openai_error_shape(
