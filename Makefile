@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv venv-trl venv-vllm faults s3rver prometheus test unit integration lint typecheck demo demo-teacher bench-methods clean
+.PHONY: venv venv-trl venv-vllm faults prometheus test unit integration lint typecheck demo demo-teacher bench-methods clean
 
 # torch first (the local CPU wheel), then everything else under the torch constraint so
 # that no dependency can pull a CUDA build of torch.
@@ -34,13 +34,6 @@ $(VLLM_STAMP): pyproject.toml constraints.txt
 
 venv-vllm: $(VLLM_STAMP)
 
-# s3rver (npm, a disk-backed S3 store) for the durable-broker test; needs Node.js on PATH.
-S3RVER := .cache/s3rver/node_modules/.bin/s3rver
-$(S3RVER):
-	npm install --prefix .cache/s3rver --no-audit --no-fund --save-exact s3rver@3.7.1
-
-s3rver: $(S3RVER)
-
 # Prometheus and promtool (Debian package) for the observability tests: promtool checks the
 # live /metrics, deploy/prometheus.yml and deploy/alerts.yml; a real Prometheus scrapes the demo.
 prometheus:
@@ -50,7 +43,7 @@ prometheus:
 	    $$SUDO apt-get update >/dev/null && \
 	    $$SUDO apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
 
-test: $(STAMP) $(VLLM_STAMP) $(S3RVER) prometheus lint
+test: $(STAMP) $(VLLM_STAMP) prometheus lint
 	ONLINE_DISTILL_REQUIRE_VLLM=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) -m "not slow_fault" tests
 
 # Every fault-injection scenario (tests/faults; make test runs the fast ones). Each prints
@@ -61,7 +54,7 @@ faults: $(STAMP)
 unit: $(STAMP) prometheus
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/unit
 
-integration: $(STAMP) $(VLLM_STAMP) $(S3RVER) prometheus
+integration: $(STAMP) $(VLLM_STAMP) prometheus
 	ONLINE_DISTILL_REQUIRE_VLLM=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/integration
 
 lint: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
@@ -22,6 +23,9 @@ from online_distill.timeline import TimelineWriter, timeline_record
 from online_distill.weights import LocalWeightsStore, store_for
 
 log = logging.getLogger("online_distill.up")
+
+STOP_STACKS_AFTER_S = 60.0
+"""A stop still running after this long prints every thread's stack to stderr."""
 
 
 class ProbeWatcher:
@@ -139,12 +143,18 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
     finally:
         print("stopping: flushing producers, final checkpoint, committing offsets...",
               flush=True)
+        stopping = time.monotonic()
+        # A stop that hangs shows where: every thread's stack goes to stderr after this long
+        # (the stop itself is bounded by its parts; this is the diagnosis when one is not).
+        faulthandler.dump_traceback_later(STOP_STACKS_AFTER_S, exit=False)
         if traffic:
             traffic.stop()
         if pusher is not None:
             pusher.stop()
         snap = sup.snapshot()
         sup.stop()
+        faulthandler.cancel_dump_traceback_later()
+        print(f"stopped in {time.monotonic() - stopping:.1f}s", flush=True)
     probe.refresh()
     summary = {"prompts_sent": traffic.sent if traffic else 0,
                "labeled": sum(v.get("labeled", 0) for k, v in snap.items()

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from kafka import TopicPartition
 from online_distill.actors.supervisor import Supervisor
 
 from online_distill.config import Config, load_config
 from online_distill.export import read_topic
 from online_distill.messages import DeadLetter, LabeledExample, PromptMessage, decode, encode
-from online_distill.streams import EmbeddedBroker, KafkaSink
+from online_distill.streams import EmbeddedBroker, KafkaSink, KafkaSource, SinkError
 from online_distill.tasks.traffic import DemoTraffic
 
 RESULTS = Path(__file__).resolve().parents[2] / "runs" / "faults"
@@ -97,6 +98,10 @@ class Traffic(threading.Thread):
         self.sink = KafkaSink(cfg.kafka, bootstrap, "fault-traffic")
         self.topic, self.count, self.rate = cfg.kafka.prompts_topic, count, rate
         self.ids: list[str] = []
+        """The prompts the broker acknowledged: the daemon's to keep."""
+        self.refused: list[str] = []
+        """Sends the broker did not acknowledge (a client would send them again)."""
+        self._pending: list[tuple[str, Any]] = []
         self.running = threading.Event()
         self.running.set()
         self.idle = threading.Event()
@@ -114,21 +119,33 @@ class Traffic(threading.Thread):
         self.idle.clear()
         self.running.set()
 
+    def _flush(self) -> None:
+        """Wait for the broker's answers; sort the sent ids into acknowledged and refused."""
+        try:
+            self.sink.flush(60)
+        except SinkError:
+            pass  # each send's own outcome is read below
+        for pid, handle in self._pending:
+            (self.ids if handle.outcome(60) is None else self.refused).append(pid)
+        self._pending = []
+
     def run(self) -> None:
         traffic = DemoTraffic(seed=7)
         start = time.monotonic()
         for i in range(self.count):
             if not self.running.is_set():
-                self.sink.flush(60)
+                self._flush()
                 self.idle.set()
                 self.running.wait()
                 start = time.monotonic() - i / self.rate
             item = next(traffic)
             msg = PromptMessage(text=item.text, kind=item.problem.kind)
-            self.sink.send(self.topic, encode(msg), key=msg.id.encode())
-            self.ids.append(msg.id)
+            self._pending.append((msg.id, self.sink.send(self.topic, encode(msg),
+                                                         key=msg.id.encode())))
+            if len(self._pending) >= 50:
+                self._flush()
             time.sleep(max(0.0, start + (i + 1) / self.rate - time.monotonic()))
-        self.sink.flush(60)
+        self._flush()
 
 
 class HttpClient(threading.Thread):
@@ -168,6 +185,35 @@ def prompt_id(payload: bytes) -> str:
         return ""
 
 
+def where_lost(cfg: Config, bootstrap: str, lost: set[str]) -> dict[str, str]:
+    """For each lost prompt id: its place in the prompts topic (and the teacher group's
+    committed offset there), or "not in the prompts topic" (the broker never kept it)."""
+    source = KafkaSource(cfg.kafka, bootstrap, "fault-where", [cfg.kafka.prompts_topic],
+                         manual_assign=True)
+    source.seek({p: 0 for p in source.assignment()})
+    found: dict[str, str] = {}
+    empty = 0
+    try:
+        while empty < 3:
+            records = source.poll(timeout_s=1.0)
+            empty = 0 if records else empty + 1
+            for rec in records:
+                pid = prompt_id(rec.value)
+                if pid in lost:
+                    found[pid] = f"partition {rec.partition} offset {rec.offset}"
+    finally:
+        source.close()
+    teacher = KafkaSource(cfg.kafka, bootstrap, "teacher", [cfg.kafka.prompts_topic],
+                          manual_assign=True)
+    try:
+        tps = [TopicPartition(p.topic, p.partition) for p in sorted(teacher.assignment())]
+        committed = {tp.partition: teacher._consumer.committed(tp) for tp in tps}
+    finally:
+        teacher.close()
+    return {i: found.get(i, "not in the prompts topic") + f"; teacher committed {committed}"
+            for i in sorted(lost)}
+
+
 def audit(run: Path) -> list[str]:
     path = run / "trained_ids.log"
     return [line.split()[1] for line in path.read_text().splitlines()] if path.exists() else []
@@ -205,8 +251,12 @@ def run_scenario(name: str, tmp_path: Path, faults: list[Fault], *, extra: list[
                  prompts: int = 600, rate: float = 40.0, serve_client: bool = False,
                  broker: EmbeddedBroker | None = None, recover_s: float = 120,
                  settle_s: float = 240,
-                 check: Callable[[Supervisor, Outcome], None] | None = None) -> Outcome:
-    """Run the loop under traffic with ``faults``; returns the counted outcome."""
+                 check: Callable[[Supervisor, Outcome], None] | None = None,
+                 on_start: Callable[[Supervisor], None] | None = None) -> Outcome:
+    """Run the loop under traffic with ``faults``; returns the counted outcome.
+
+    ``on_start(sup)`` runs once the loop is up, before traffic (e.g. to start a sampler);
+    ``check(sup, outcome)`` once every prompt is trained or ``settle_s`` passed."""
     run = tmp_path / "run"
     own = broker is None
     broker = broker or EmbeddedBroker(log_dir=tmp_path / "broker")
@@ -221,6 +271,8 @@ def run_scenario(name: str, tmp_path: Path, faults: list[Fault], *, extra: list[
         loop = sup.start()
         traffic = Traffic(cfg, loop.bootstrap, prompts, rate)
         sup.fault_traffic = traffic  # type: ignore[attr-defined]  # faults may pause it
+        if on_start is not None:
+            on_start(sup)
         if serve_client and loop.serve_url:
             client = HttpClient(loop.serve_url)
             client.start()
@@ -245,10 +297,14 @@ def run_scenario(name: str, tmp_path: Path, faults: list[Fault], *, extra: list[
         trained = audit(run)
         counts = Counter(trained)
         out.prompts_in = len(ids)
+        out.extra["refused_by_broker"] = len(traffic.refused)
         out.labeled = len(ids & labels)
         out.trained = len(ids & set(counts))
         dead = {prompt_id(d.payload) for d in letters if d.topic == cfg.kafka.prompts_topic}
-        out.lost = len(ids - set(counts) - dead)
+        lost = ids - set(counts) - dead
+        out.lost = len(lost)
+        if lost:
+            out.extra["lost_where"] = where_lost(cfg, loop.bootstrap, set(list(lost)[:20]))
         out.duplicates = sum(c - 1 for c in counts.values())
         out.dead_letters = len(letters)
         out.extra["letters_by_type"] = dict(Counter(d.error_type for d in letters))

@@ -1,6 +1,7 @@
 """The embedded broker on `s3://` storage survives a hard crash: nothing acknowledged is lost.
 
-Tansu stores through s3rver (a disk-backed S3 store from npm; `make s3rver` installs it).
+Tansu stores through moto's S3 server (s3_store.py: it honours conditional writes, which
+Tansu's S3 engine relies on).
 The broker is SIGKILLed, not stopped, so it has no chance to flush anything: what survives is
 what it had written to the store before acknowledging. Topic names and the group are fresh
 per run (uuid), session_timeout_ms=6000 as in test_streams_kafka.py.
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from s3rver_fixture import S3rver, running_s3rver
+from s3_store import S3Store, running_s3_store
 
 from online_distill.config.kafka import KafkaConfig
 from online_distill.streams import (
@@ -35,8 +36,8 @@ POLL_DEADLINE_S = 20.0  # first assignment takes ~3 s (session 6 s / 2) on a bus
 
 
 @pytest.fixture
-def s3(tmp_path: Path) -> Iterator[S3rver]:
-    with running_s3rver(tmp_path / "s3") as store:
+def s3(tmp_path: Path) -> Iterator[S3Store]:
+    with running_s3_store(tmp_path / "s3.log") as store:
         yield store
 
 
@@ -61,7 +62,7 @@ def ids(records: list[Record]) -> list[int]:
     return sorted(int(r.key.removeprefix(b"id-")) for r in records if r.key)
 
 
-def test_sigkilled_broker_keeps_messages_and_committed_offsets(s3: S3rver, tmp_path: Path) -> None:
+def test_sigkilled_broker_keeps_messages_and_committed_offsets(s3: S3Store, tmp_path: Path) -> None:
     u = uuid.uuid4().hex[:10]
     cfg = KafkaConfig(
         prompts_topic=f"prompts-{u}",
