@@ -66,6 +66,8 @@ class LearnerParts:
                 "loss": last.loss if last else None, "fresh_trained": s.fresh_trained,
                 "duplicates": s.duplicates, "checkpoints": s.checkpoints,
                 "checkpoint_failures": s.checkpoint_failures,
+                "non_finite_steps": s.non_finite_steps,
+                "non_finite_dropped": s.non_finite_dropped,
                 "published": list(self.published), "pending": len(self.stage.pending),
                 "tokens": last.tokens if last else 0,
                 "train_seconds": s.train_seconds, "trained_tokens": s.trained_tokens,

@@ -211,11 +211,27 @@ class Learner:
         no_sync = getattr(self.train_model, "no_sync", None)
         return contextlib.nullcontext() if last or no_sync is None else no_sync()
 
-    def _loss(self, b: TrainingBatch, num_valid: int, num_ce: int
+    def weights_finite(self) -> bool:
+        """Whether every weight of the student is finite (no NaN, no inf)."""
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    @torch.no_grad()
+    def loss_alone(self, example: LabeledExample) -> float:
+        """The loss of ``example`` alone (its teacher PTs), forward only: no update, no
+        collective (the unwrapped model), so one worker can ask without the others."""
+        rows = rows_from_examples([example])
+        if not rows:
+            return 0.0
+        b = collate(rows, self.pad_id, self.max_len)
+        loss, _, _ = self._loss(b, b.num_tokens, int(b.ce_mask.sum()), model=self.model)
+        return float(loss)
+
+    def _loss(self, b: TrainingBatch, num_valid: int, num_ce: int,
+              model: torch.nn.Module | None = None
               ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         """The micro-batch's loss, its parts by kind, and its rows' live signals (B, 4)."""
         dev = self.device
-        logits = self.train_model(
+        logits = (model or self.train_model)(
             input_ids=b.input_ids.to(dev), attention_mask=b.attention_mask.to(dev)
         ).logits  # (B, S, V)
         cfg = self.cfg

@@ -14,6 +14,11 @@
 4. flush the dead-letter sink, then commit exactly those offsets to Kafka;
 5. every ``publish_every_steps`` steps hand the student to the publisher.
 
+A step whose loss or gradient is not finite takes no update and trains nothing: with
+non-finite weights the stage raises :class:`NonFiniteWeights` (fatal: restart from the last
+checkpoint); otherwise the examples whose loss alone is not finite are dead-lettered and the
+rest are retried with the next step.
+
 With N data-parallel workers (``learner.workers``), each worker runs its own stage over its
 share of the partitions and the steps stay in lockstep through ``learner.sync``
 (:mod:`online_distill.distributed`): a step happens only when every worker is ready, each
@@ -28,6 +33,7 @@ Examples polled but not yet trained are simply read again after a restart.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -68,6 +74,10 @@ def prompt_time_metrics(times: list[float]) -> dict[str, float]:
             "prompt_median_at": ordered[len(ordered) // 2]}
 
 
+class NonFiniteWeights(RuntimeError):
+    """The student's weights hold NaN or inf: training cannot go on from them."""
+
+
 @dataclass
 class LearnerStageStats:
     """Counters since start."""
@@ -90,6 +100,10 @@ class LearnerStageStats:
     """Checkpoints that could not be written (disk full, I/O error); their offsets stayed
     uncommitted, so a restart re-trains from the last good checkpoint."""
     published: int = 0
+    non_finite_steps: int = 0
+    """Steps with a non-finite loss or gradient (no update; their examples retried)."""
+    non_finite_dropped: int = 0
+    """Examples dead-lettered because their loss alone was not finite."""
     last_step: StepStats | None = None
     train_seconds: float = 0.0
     """Wall time inside training steps (sampling, forward, backward, optimizer)."""
@@ -224,6 +238,9 @@ class LearnerStage:
                                    exclude={ex.prompt_id for ex in fresh})
         own, self.self_examples = self.self_examples, []
         stats = self.learner.train_step(fresh + extra + own)
+        if stats.skipped:
+            self.self_examples = own
+            return self._after_non_finite(take, stats)
         self.stats.self_distilled += len(own)
         for rec, ex in take:
             self.replay.add(ex)
@@ -252,6 +269,39 @@ class LearnerStage:
             self.publisher(self.learner)
             self.stats.published += 1
             self.prompt_times = []
+        return stats
+
+    def _after_non_finite(self, take: list[tuple[Record, LabeledExample]], stats: StepStats
+                          ) -> StepStats:
+        """A step whose loss or gradient was not finite took no update. Broken weights are
+        fatal (the learner restarts from its last checkpoint and reads its uncommitted input
+        again); otherwise each example's loss alone is checked: the ones not finite alone
+        are dead-lettered, the others wait for the next step. Nothing counts as trained."""
+        self.stats.non_finite_steps += 1
+        self.stats.last_step = stats
+        if not self.learner.weights_finite():
+            raise NonFiniteWeights(
+                f"the student's weights are not finite after step {self.learner.step}; "
+                "exiting so that the learner restarts from its last checkpoint (its "
+                "uncommitted input is read again). If this repeats, lower learner.lr or "
+                "learner.max_grad_norm.")
+        keep: list[tuple[Record, LabeledExample]] = []
+        for rec, ex in take:
+            loss = self.learner.loss_alone(ex)
+            if math.isfinite(loss):
+                keep.append((rec, ex))
+                continue
+            self.dead_letters.send(
+                rec, f"prompt {ex.prompt_id}: the distillation loss of this example alone is "
+                f"{loss} (not finite); check its teacher log-probabilities", "non_finite")
+            self.stats.non_finite_dropped += 1
+            self.tracker.done(rec)  # safe once the dead letter is flushed (step 4)
+        self.pending = keep + self.pending
+        self._pending_since = self.clock() if self.pending else None
+        log.warning("learner: step %d had a non-finite loss (%s) or gradient norm (%s); no "
+                    "update; %d of %d examples dead-lettered, the rest retried",
+                    self.learner.step, stats.loss, stats.grad_norm,
+                    len(take) - len(keep), len(take))
         return stats
 
     def _untrainable(self, ex: LabeledExample) -> str | None:
