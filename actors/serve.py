@@ -19,6 +19,7 @@ methods, and FastAPI must see the real ``Request`` class in their signatures.
 """
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import torch
@@ -31,11 +32,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from online_distill.config import Config, config_from_dict
 from online_distill.metrics import ServeMetrics
-from online_distill.serving.admin import AdminService
+from online_distill.serving.admin import ADMIN_MAX_BODY_BYTES, AdminService
 from online_distill.serving.schemas import Completion, CompletionRequest, ErrorBody, ModelList
 from online_distill.serving.service import CompletionService, Item, run_items
 from online_distill.serving.swap import ModelSlot, Watcher
-from online_distill.serving.validation import ApiError, ServingLimits
+from online_distill.serving.validation import ApiError, ServingLimits, read_bounded
 from online_distill.weights import store_for
 
 APP_NAME = "online-distill"
@@ -84,6 +85,12 @@ def limits_of(cfg: Config) -> ServingLimits:
                          max_body_bytes=s.max_body_bytes)
 
 
+def _admin_body(request: Request) -> Callable[[], Awaitable[bytes]]:
+    """Reads an admin request's body, refusing one over the admin limit (413) unread."""
+    return lambda: read_bounded(request.stream(), request.headers.get("content-length"),
+                                ADMIN_MAX_BODY_BYTES)
+
+
 def _json(answer: tuple[int, dict[str, Any], dict[str, str]]) -> JSONResponse:
     status, body, headers = answer
     return JSONResponse(body, status_code=status, headers=headers)
@@ -129,7 +136,10 @@ class StudentServer:
     async def completions(self, request: Request) -> JSONResponse:
         """Complete one prompt or a list of prompts (OpenAI's completions API subset)."""
         start = time.perf_counter()
-        status, body, headers = await self.service.complete(await request.body(), self._run)
+        limit = self.cfg.serve.max_body_bytes
+        status, body, headers = await self.service.complete(
+            lambda: read_bounded(request.stream(), request.headers.get("content-length"), limit),
+            self._run)
         if status == 200:
             self.metrics.tokens.inc(int(body.get("usage", {}).get("completion_tokens", 0)))
         return self._answer((status, body, headers), start)
@@ -149,14 +159,14 @@ class StudentServer:
         """Serve ``{"version": V}`` now, bypassing the gate (admin token required)."""
         start = time.perf_counter()
         auth = request.headers.get("authorization")
-        return self._answer(await self.admin.handle("promote", auth, request.body), start)
+        return self._answer(await self.admin.handle("promote", auth, _admin_body(request)), start)
 
     @app.post("/admin/rollback", responses=_ADMIN_ERRORS)
     async def admin_rollback(self, request: Request) -> JSONResponse:
         """Serve the previously served version, or ``{"version": V}`` (admin token required)."""
         start = time.perf_counter()
         auth = request.headers.get("authorization")
-        return self._answer(await self.admin.handle("rollback", auth, request.body), start)
+        return self._answer(await self.admin.handle("rollback", auth, _admin_body(request)), start)
 
     @app.get("/admin/versions", responses=_ADMIN_ERRORS)
     async def admin_versions(self, request: Request) -> JSONResponse:
@@ -192,6 +202,7 @@ def student_app(cfg: Config) -> Any:
 
     return StudentServer.options(
         num_replicas=s.num_replicas, max_ongoing_requests=s.max_concurrency,
+        max_queued_requests=s.max_queued_requests,
         ray_actor_options={"num_cpus": s.num_cpus},
     ).bind(config_to_dict(cfg, redact=True))  # replicas need no Kafka password
 

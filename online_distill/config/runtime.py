@@ -81,9 +81,14 @@ class ServeConfig:
     max_concurrency: int = 32
     """Requests one replica handles at once; more wait in Serve's queue."""
 
+    max_queued_requests: int = 256
+    """Requests that may wait for a replica (every replica at max_concurrency); past that
+    Serve answers 503 at once instead of letting an overload pile up. -1: no bound."""
+
     admin_token_env: str = "ONLINE_DISTILL_ADMIN_TOKEN"
-    """Environment variable holding the bearer token for admin requests (promote, rollback).
-    If the variable is unset, admin requests are refused."""
+    """Environment variable holding the bearer token for the admin routes (``POST
+    /admin/promote``, ``POST /admin/rollback``, ``GET /admin/versions``). If the variable is
+    unset, admin requests are refused (403)."""
 
     poll_interval_s: float = 0.25
     """How often each replica checks the promoted-version pointer for a new version."""
@@ -111,6 +116,9 @@ class ServeConfig:
             f"{self.max_prompt_chars}); raise it or lower max_prompt_chars",
         )
         check_range(self, "max_concurrency", ge=1, fix="a typical value is 32")
+        if self.max_queued_requests != -1:
+            check_range(self, "max_queued_requests", ge=1,
+                        fix="a typical value is 256, or -1 for no bound")
         check_range(self, "poll_interval_s", gt=0, le=60, fix="a typical value is 0.25")
         check_range(self, "swap_delay_s", ge=0, le=600, fix="a typical value is 0.5")
 

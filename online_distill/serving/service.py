@@ -72,10 +72,13 @@ class CompletionService:
         self.engine().check_context(req, prompts)
         return req, prompts
 
-    async def complete(self, raw: bytes, run_batch: RunBatch) -> Answer:
-        """``POST /v1/completions``; ``run_batch`` decodes one item (batched by the caller)."""
+    async def complete(self, raw: bytes | Callable[[], Awaitable[bytes]],
+                       run_batch: RunBatch) -> Answer:
+        """``POST /v1/completions``; ``raw`` is the body or reads it (an :class:`ApiError`
+        from reading, such as 413, is answered too); ``run_batch`` decodes one item
+        (batched by the caller)."""
         try:
-            item = self.parse(raw)
+            item = self.parse(raw if isinstance(raw, bytes) else await raw())
             body = await run_batch(item)
         except ApiError as err:
             return err.status, err.body(), self.headers()

@@ -6,7 +6,7 @@ message names the field, the value that was sent, the limit, and what to send in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import GenericAlias
 from typing import Any
@@ -54,6 +54,28 @@ class ApiError(Exception):
 
 def _bad(param: str, code: str, message: str) -> ApiError:
     return ApiError(400, message, param=param, code=code)
+
+
+async def read_bounded(chunks: AsyncIterator[bytes], content_length: str | None,
+                       max_bytes: int) -> bytes:
+    """A request body read from its ``chunks``, refused with 413 as soon as it is known to
+    be over ``max_bytes``: from its Content-Length header before reading anything, or once
+    the bytes read pass the limit (a chunked body), so a huge body is never held whole."""
+    if content_length is not None and content_length.strip().isdigit():
+        _refuse_over(int(content_length), max_bytes)
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        _refuse_over(len(body), max_bytes, at_least=True)
+    return bytes(body)
+
+
+def _refuse_over(num_bytes: int, max_bytes: int, at_least: bool = False) -> None:
+    if num_bytes > max_bytes:
+        size = f"over {max_bytes}" if at_least else str(num_bytes)
+        raise ApiError(413, f"the request body is {size} bytes, over this server's limit "
+                            f"of {max_bytes} bytes; send a smaller request "
+                            f"(fewer or shorter prompts)", code="body_too_large")
 
 
 def check_body_size(num_bytes: int, limits: ServingLimits) -> None:

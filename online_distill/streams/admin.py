@@ -15,6 +15,39 @@ from .exceptions import StreamsError
 
 log = logging.getLogger(__name__)
 
+SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password", "sasl_oauth_token_provider"})
+"""Client settings whose values never reach a log line."""
+
+
+class RedactSecrets(logging.Filter):
+    """Masks the values of `SECRET_KEYS` in a log record's dict arguments. kafka-python logs
+    its whole configuration at DEBUG ("Starting KafkaAdminClient with configuration: %s"),
+    password included, so the filter sits on every `kafka.*` logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict):
+            record.args = _masked(record.args)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(_masked(a) for a in record.args)
+        return True
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "***" if k in SECRET_KEYS and v else v for k, v in value.items()}
+    return value
+
+
+def redact_kafka_logs() -> None:
+    """Put `RedactSecrets` on kafka-python's loggers (once each; they exist once `kafka`
+    is imported)."""
+    names = [n for n in logging.Logger.manager.loggerDict if n == "kafka" or
+             n.startswith("kafka.")]
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
+
 
 def client_kwargs(cfg: KafkaConfig, bootstrap: str) -> dict[str, Any]:
     """kafka-python keyword arguments to reach the brokers at `bootstrap` ("host:port,...").
@@ -64,14 +97,25 @@ def ensure_topics(
     of them with a leader per partition, and return the names created now.
 
     Idempotent: existing topics are left as they are (also when another process creates
-    them at the same moment). `timeout_s` bounds the wait for metadata; a fresh cluster
+    them at the same moment). `timeout_s` bounds the first connection and the wait for
+    metadata (StreamsError when the brokers cannot be reached in time); a fresh cluster
     elects leaders within seconds, 30 s leaves room for a busy one.
     """
     from kafka import KafkaAdminClient
     from kafka import errors as kerrors
 
+    redact_kafka_logs()
+
     names = daemon_topics(cfg) if topics is None else list(topics)
-    admin = KafkaAdminClient(**client_kwargs(cfg, bootstrap))
+    try:
+        admin = KafkaAdminClient(**client_kwargs(cfg, bootstrap),
+                                 bootstrap_timeout_ms=int(timeout_s * 1000))
+    except kerrors.KafkaTimeoutError as e:
+        raise StreamsError(
+            f"cannot reach the Kafka brokers at {bootstrap} within {timeout_s:g} s "
+            f"({type(e).__name__}); check kafka.bootstrap_servers, that the brokers are up, "
+            "and kafka.security_protocol / the SASL and TLS settings"
+        ) from e
     created: list[str] = []
     try:
         existing = set(admin.list_topics())

@@ -20,7 +20,7 @@ from kafka.structs import OffsetAndMetadata
 
 from ..config.kafka import KafkaConfig
 from ..distributed import shard_partitions
-from .admin import client_kwargs, ensure_topics
+from .admin import client_kwargs, ensure_topics, redact_kafka_logs
 from .exceptions import (
     CommitError,
     FailureKind,
@@ -34,6 +34,7 @@ from .protocol import Delivered, Partition, Record
 __all__ = ["KafkaSink", "KafkaSource", "client_kwargs", "ensure_topics"]
 
 log = logging.getLogger(__name__)
+redact_kafka_logs()  # kafka-python logs its configuration, password included, at DEBUG
 
 
 def _tp(p: Partition) -> TopicPartition:

@@ -88,7 +88,8 @@ def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, PreTrainedTokeni
     """Load a demo model and its tokenizer the way any HF model is loaded."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(directory))
+    # safetensors only: also loads versions from the weights store (never a pickle)
+    model = AutoModelForCausalLM.from_pretrained(str(directory), use_safetensors=True)
     model.eval()
     return model, load_tokenizer(directory)  # type: ignore[return-value]
 

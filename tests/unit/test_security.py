@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from online_distill import cli
-from online_distill.config import Config, load_config
+from online_distill.config import Config, ConfigError, load_config
 from online_distill.config.kafka import KafkaConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,8 +197,12 @@ def test_the_serve_app_takes_its_limits_from_the_config() -> None:
     from online_distill.actors.serve import limits_of, student_app
 
     cfg = load_config(None, ["serve.max_concurrency=7", "serve.max_tokens_cap=9",
-                             "serve.max_prompt_chars=100", "serve.max_body_bytes=1000"])
-    assert student_app(cfg)._bound_deployment.max_ongoing_requests == 7
+                             "serve.max_prompt_chars=100", "serve.max_body_bytes=1000",
+                             "serve.max_queued_requests=40"])
+    deployment = student_app(cfg)._bound_deployment
+    assert (deployment.max_ongoing_requests, deployment.max_queued_requests) == (7, 40)
+    with pytest.raises(ConfigError, match="max_queued_requests"):
+        load_config(None, ["serve.max_queued_requests=0"])
     limits = limits_of(cfg)
     assert (limits.max_tokens_cap, limits.max_prompt_chars, limits.max_body_bytes) == (
         9, 100, 1000)
@@ -243,3 +247,25 @@ def test_every_kafka_client_gets_the_sasl_ssl_settings(monkeypatch) -> None:
         assert (kw["ssl_cafile"], kw["ssl_certfile"], kw["ssl_keyfile"]) == (
             "/etc/od/ca.pem", "/etc/od/client.pem", "/etc/od/client.key"), name
         assert kw["ssl_check_hostname"] is True, name
+
+
+def test_kafka_pythons_debug_log_of_its_configuration_hides_the_password(
+        monkeypatch, caplog) -> None:
+    """kafka-python's admin client logs its whole configuration at DEBUG; a real client,
+    pointed at a port where nothing listens, with the password set."""
+    import logging
+
+    from online_distill.streams import admin
+
+    monkeypatch.setenv("OD_TEST_KAFKA_PW", SECRET)
+    cfg = KafkaConfig(bootstrap_servers="127.0.0.1:1", security_protocol="SASL_PLAINTEXT",
+                      sasl_mechanism="PLAIN", sasl_username="od",
+                      sasl_password_env="OD_TEST_KAFKA_PW", request_timeout_ms=1000)
+    from online_distill.streams import StreamsError
+
+    with caplog.at_level(logging.DEBUG, logger="kafka"), \
+            pytest.raises(StreamsError, match="cannot reach the Kafka brokers at 127.0.0.1:1"):
+        admin.ensure_topics(cfg, "127.0.0.1:1", timeout_s=0.5)
+    assert "Starting KafkaAdminClient with configuration" in caplog.text
+    assert "'sasl_plain_password': '***'" in caplog.text
+    assert SECRET not in caplog.text

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from online_distill.serving.service import CompletionService, run_items
 from online_distill.serving.swap import ModelSlot
 from online_distill.serving.validation import ServingLimits
@@ -66,3 +68,29 @@ def test_echo_with_zero_max_tokens_scores_the_prompt(tmp_path) -> None:
     assert len(out["choices"][0]["logprobs"]["tokens"]) == 3  # <bos>, "a", "b"
     status, out, _ = call(svc, json.dumps({**body, "echo": False}).encode())
     assert status == 400 and out["error"]["param"] == "max_tokens"
+
+
+def test_an_oversize_body_is_refused_before_it_is_read_whole() -> None:
+    from online_distill.serving.validation import ApiError, read_bounded
+
+    read: list[int] = []
+
+    async def chunks(n: int, size: int):
+        for _ in range(n):
+            read.append(size)
+            yield b"x" * size
+
+    def run(coro):
+        return asyncio.run(coro)
+
+    # Declared too large: refused before a byte is read.
+    with pytest.raises(ApiError) as err:
+        run(read_bounded(chunks(100, 1000), "100000", 4096))
+    assert err.value.status == 413 and "100000 bytes" in str(err.value) and read == []
+    # Chunked (no Content-Length): refused once past the limit, the rest never read.
+    with pytest.raises(ApiError) as err:
+        run(read_bounded(chunks(100, 1000), None, 4096))
+    assert err.value.status == 413 and "over 4096 bytes" in str(err.value)
+    assert sum(read) == 5000
+    # Within the limit: the whole body.
+    assert run(read_bounded(chunks(4, 1000), "4000", 4096)) == b"x" * 4000
