@@ -75,6 +75,9 @@ class LagProbe:
         self.by_topic: dict[str, int] = {}
         self.total = -1
         """Records of the source's partitions not yet committed; -1: not known yet."""
+        self.partitions = 0
+        """Partitions assigned to the source at the last probe (0: none; a consumer-group
+        member that stays at 0 while others hold none either is stuck outside its group)."""
         self._last = -float("inf")
 
     def poll(self) -> None:
@@ -83,6 +86,7 @@ class LagProbe:
             return
         self._last = now
         try:
+            self.partitions = len(self.source.assignment())
             lag = self.source.lag()
         except Exception:  # noqa: BLE001 - lag is informative only
             self.total = -1

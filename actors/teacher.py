@@ -56,7 +56,8 @@ class TeacherActor:
         s = self.stage.stats
         return {"polled": s.polled, "labeled": s.labeled, "dead_lettered": s.dead_lettered,
                 "retries": s.retries, "label_seconds": s.label_seconds,
-                "labeled_tokens": s.labeled_tokens, "lag": self.lag.total}
+                "labeled_tokens": s.labeled_tokens, "lag": self.lag.total,
+                "partitions": self.lag.partitions, "outages": s.outages}
 
     def stop(self) -> None:
         """Finish the batch in hand (it flushes and commits), then stop."""

@@ -228,8 +228,11 @@ def counter(sup: Supervisor, watch: tuple[str, str]) -> float | None:
 
 def recovery_time(sup: Supervisor, fault: Fault, fired_at: float, timeout_s: float) -> float:
     """Seconds from the fault until its watched counter grows past its first answer after
-    the fault (a restarted actor's counters start again from zero)."""
+    the fault. ``ray.kill`` returns before the actor is dead, so that first answer may come
+    from the dying instance; a restarted one counts from zero again, so a counter that goes
+    down marks a new instance, whose own first answer is the base from then on."""
     first: float | None = None
+    prev: float | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if fault.recovered is not None:
@@ -239,12 +242,15 @@ def recovery_time(sup: Supervisor, fault: Fault, fired_at: float, timeout_s: flo
             continue
         value = counter(sup, fault.watch)
         if value is not None:
-            if first is None:
+            if first is None or (prev is not None and value < prev):
                 first = value
             elif value > first:
                 return time.monotonic() - fired_at
+            prev = value
         time.sleep(0.5)
-    raise AssertionError(f"{fault.name}: no progress of {fault.watch} within {timeout_s}s")
+    state = sup.snapshot(timeout_s=5).get(fault.watch[0])
+    raise AssertionError(f"{fault.name}: no progress of {fault.watch} within {timeout_s}s; "
+                         f"{fault.watch[0]} now: {state}")
 
 
 def run_scenario(name: str, tmp_path: Path, faults: list[Fault], *, extra: list[str] = (),
