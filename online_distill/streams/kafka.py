@@ -229,9 +229,9 @@ class _Handle:
 class KafkaSink:
     """A `MessageSink` over a KafkaProducer with acks='all'. Use from one thread only.
 
-    Idempotence is left at kafka-python's default: on for brokers that support it (Kafka
-    0.11+, Tansu), silently off for older ones, so retries never duplicate a record where the
-    broker can prevent it.
+    Idempotence follows `cfg.producer_idempotence` (null: on for your cluster, off for the
+    embedded Tansu broker, which loses acknowledged records of idempotent producers across a
+    crash); with it on, retries never duplicate a record.
     """
 
     def __init__(self, cfg: KafkaConfig, bootstrap: str, stage: str = "producer") -> None:
@@ -247,6 +247,8 @@ class KafkaSink:
             # Delivery must cover at least one request plus the linger (kafka-python's rule);
             # 120 s (its default) leaves room for retries across a leader change.
             delivery_timeout_ms=max(120000, cfg.request_timeout_ms + cfg.producer_linger_ms),
+            enable_idempotence=(bool(cfg.bootstrap_servers) if cfg.producer_idempotence is None
+                                else cfg.producer_idempotence),
             **kwargs,
         )
         self._pending: list[_Handle] = []

@@ -79,6 +79,7 @@ def base_config(run: Path, bootstrap: str, extra: list[str]) -> Config:
     return load_config(None, [
         f"run_dir={run}", f"learner.checkpoint_dir={run}/ckpt", f"gate.weights_dir={run}/w",
         f"kafka.bootstrap_servers={bootstrap}", "kafka.session_timeout_ms=6000",
+        "kafka.producer_idempotence=false",  # a Tansu broker, as the embedded one (see config)
         "learner.batch_size=32", "learner.checkpoint_every_steps=1",
         "learner.publish_every_steps=10", "teacher.n_pseudo_targets=2",
         "gate.rolling_probe_size=0",  # nothing held out: every prompt must be trained on
