@@ -167,9 +167,9 @@ class LearnerStage:
         self.self_examples: list[LabeledExample] = []
         """Student-labeled examples kept by the critics, trained with the next batch."""
         self.trained_ids: list[str] = []
+        """Prompt ids trained as fresh data by this instance, in order."""
         self.prompt_times: list[float] = []
         """When each prompt trained since the last publish entered the stream (unix s)."""
-        """Prompt ids trained as fresh data by this instance, in order."""
         # The audit log survives restarts: one line "<step> <prompt id>" per fresh example,
         # so an operator (or a test) can tell which prompts trained which step.
         self._audit = open(audit_path, "a") if audit_path else None  # noqa: SIM115
