@@ -105,9 +105,13 @@ def test_no_secret_in_rays_log_files(served) -> None:
     with httpx.Client(base_url=url, timeout=30) as http:  # a few more requests to log
         for auth in (f"Bearer {TOKEN}", "Bearer wrong", TOKEN):
             http.get("/admin/versions", headers={"Authorization": auth})
-    time.sleep(1.0)  # Serve writes its access log from the replica's logging thread
-    files = [p for p in logs.rglob("*") if p.is_file()]
-    assert any(b"/admin/versions" in p.read_bytes() for p in files)  # the access log
+    deadline = time.monotonic() + 30  # Serve writes its access log from a logging thread
+    while True:
+        files = [p for p in logs.rglob("*") if p.is_file()]
+        if any(b"/admin/versions" in p.read_bytes() for p in files):  # the access log
+            break
+        assert time.monotonic() < deadline, "no access log line for /admin/versions in 30 s"
+        time.sleep(0.5)
     for path in files:
         data = path.read_bytes()
         assert TOKEN.encode() not in data, path

@@ -85,6 +85,18 @@ class Client(threading.Thread):
                                   r.headers.get("x-model-version")))
 
 
+def served_by_all(clients: list[Client], version: int, what: str, timeout_s: float = 90) -> None:
+    """Wait until every client's latest response came from ``version`` (then a few more)."""
+    deadline = time.monotonic() + timeout_s
+    while not all(c.seen and c.seen[-1][2] == version for c in clients):
+        assert time.monotonic() < deadline, f"{what} not served to every client in {timeout_s}s"
+        time.sleep(0.2)
+    marks = [len(c.seen) for c in clients]
+    while any(len(c.seen) < m + 2 for c, m in zip(clients, marks, strict=True)):
+        assert time.monotonic() < deadline, f"clients stalled after {what}"
+        time.sleep(0.1)
+
+
 def test_promotions_under_load_fail_nothing_and_never_go_backwards(served) -> None:
     cfg, store, url, (teacher, tok) = served
     gate = Gate(store, [TaskProbe(n, probe_set(n, size=30)) for n in ("head", "tail")],
@@ -106,11 +118,12 @@ def test_promotions_under_load_fail_nothing_and_never_go_backwards(served) -> No
             verdict = gate.step()
             assert verdict.decision == "promoted", verdict
             promoted.append(verdict.version)
-            time.sleep(1.5)
+            # Wait for the swap rather than sleep a fixed time: a slow machine swaps later.
+            served_by_all(clients, verdict.version, what=f"version {verdict.version}")
         before = store.promoted()
         rolled_to = store.rollback()
         rollback_at = time.time()
-        time.sleep(2.0)
+        served_by_all(clients, rolled_to, what=f"the rollback to {rolled_to}")
     finally:
         stop.set()
         for c in clients:
