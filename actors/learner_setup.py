@@ -19,7 +19,8 @@ from online_distill.drift_energy import ReferenceEnergy
 from online_distill.learner import Learner
 from online_distill.metrics import DriftMetrics, LearnerMetrics, StageMetrics
 from online_distill.self_distill import SelfDistiller
-from online_distill.stages.learner_stage import LearnerStage, prompt_time_metrics
+from online_distill.stages.learner_stage import LearnerStage
+from online_distill.stages.learner_stats import prompt_time_metrics
 from online_distill.stages.offsets import offsets_to_json
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
 from online_distill.teachers.factory import build_teacher

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from online_distill.messages import LabeledExample, decode, encode
-from online_distill.stages.learner_stage import NonFiniteWeights
+from online_distill.stages.learner_stats import NonFiniteWeights
 from tests.unit.test_stages import (  # noqa: F401 - backend is a fixture
     DLQ,
     LABELS,
