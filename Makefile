@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# A dropped connection while downloading a wheel (seen: pyarrow, half-way) should resume,
+# not fail the bootstrap: pip reads these for every install below.
+export PIP_RETRIES ?= 10
+export PIP_RESUME_RETRIES ?= 20
 
 .PHONY: venv venv-trl venv-vllm faults prometheus test unit integration lint typecheck demo demo-teacher bench-methods clean
 
