@@ -10,17 +10,17 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LagProbe, LoopThread
 from online_distill.actors.metrics import start_pusher
 from prometheus_client import CollectorRegistry
 
 from online_distill.config import config_from_dict
 from online_distill.gate import build_gate
 from online_distill.gate.build import build_holdout
+from online_distill.gate.stage import GateStage
 from online_distill.metrics import GateMetrics, StageMetrics, drain
-from online_distill.stages.gate_stage import GateStage
 from online_distill.streams import KafkaSource
-from online_distill.weights import store_for
+from online_distill.streams.running import LagProbe, LoopThread
+from online_distill.weights.store import store_for
 
 
 @ray.remote

@@ -1,5 +1,5 @@
 """The learner actor (``learner.workers = 1``): a thin Ray shell over the learner's parts
-(:mod:`online_distill.actors.learner_setup`). Several workers run as a Ray Train job
+(:mod:`online_distill.learner.build`). Several workers run as a Ray Train job
 instead (:mod:`online_distill.actors.learner_train`), behind the same interface."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LagProbe, LoopThread
-from online_distill.actors.learner_setup import LearnerExporter, build_learner
 from online_distill.actors.metrics import start_pusher
 
 from online_distill.config import config_from_dict
+from online_distill.learner.build import LearnerExporter, build_learner
+from online_distill.streams.running import LagProbe, LoopThread
 
 
 @ray.remote

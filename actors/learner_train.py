@@ -6,7 +6,7 @@
 and each runs :func:`train_worker`:
 
 - worker r reads its own share of the labels partitions and trains in lockstep with the
-  others (:mod:`online_distill.distributed` says how: one agreement per loop iteration,
+  others (:mod:`online_distill.learner.lockstep` says how: one agreement per loop iteration,
   equal batches, the whole step's token count as the loss normaliser);
 - rank 0 writes checkpoints holding every worker's offsets and publishes versions;
 - a worker that dies fails the group's next collective: Ray Train restarts every worker
@@ -28,13 +28,13 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LagProbe
-from online_distill.actors.learner_setup import LearnerExporter, LearnerParts, build_learner
 from online_distill.actors.metrics import start_pusher
 
 from online_distill.config import Config, config_from_dict
-from online_distill.distributed import TorchSync
-from online_distill.teachers.hf import resolve_device
+from online_distill.learner.build import LearnerExporter, LearnerParts, build_learner
+from online_distill.learner.lockstep import TorchSync
+from online_distill.models.device import resolve_device
+from online_distill.streams.running import LagProbe
 
 log = logging.getLogger("online_distill.learner_train")
 

@@ -1,4 +1,4 @@
-"""The metrics hub actor and the per-process pusher (see :mod:`online_distill.metrics_hub`).
+"""The metrics hub actor and the per-process pusher (see :mod:`online_distill.metrics.hub`).
 
 The hub is a named actor (``metrics-hub``) serving the merged ``/metrics`` on
 ``metrics.host:metrics.port``. Every loop process runs a :class:`MetricsPusher` thread that
@@ -18,7 +18,7 @@ import ray
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
 from online_distill.config import Config, MetricsConfig
-from online_distill.metrics_hub import MetricsHub
+from online_distill.metrics.hub import MetricsHub
 
 log = logging.getLogger("online_distill.metrics")
 

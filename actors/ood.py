@@ -11,18 +11,19 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LagProbe, LoopThread, student_path, teacher_path
 from online_distill.actors.metrics import start_pusher
 from prometheus_client import CollectorRegistry
 
 from online_distill.config import config_from_dict
-from online_distill.feedback_backends import StudentEnergyScorer, TeacherPromptWriter
 from online_distill.metrics import OODMetrics, StageMetrics
+from online_distill.models.paths import student_path, teacher_path
 from online_distill.ood import feedback_format
-from online_distill.stages.ood_stage import OODStage
+from online_distill.ood.callouts import StudentEnergyScorer, TeacherPromptWriter
+from online_distill.ood.stage import OODStage
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
+from online_distill.streams.running import LagProbe, LoopThread
 from online_distill.teachers.factory import build_teacher
-from online_distill.weights import store_for
+from online_distill.weights.store import store_for
 
 
 @ray.remote

@@ -37,7 +37,7 @@ from online_distill.serving.schemas import Completion, CompletionRequest, ErrorB
 from online_distill.serving.service import CompletionService, Item, run_items
 from online_distill.serving.swap import ModelSlot, Watcher
 from online_distill.serving.validation import ApiError, ServingLimits, read_bounded
-from online_distill.weights import store_for
+from online_distill.weights.store import store_for
 
 APP_NAME = "online-distill"
 app = FastAPI(

@@ -10,15 +10,16 @@ from typing import Any
 
 import ray
 import torch
-from online_distill.actors.common import LagProbe, LoopThread, student_path, teacher_path
 from online_distill.actors.metrics import start_pusher
 from prometheus_client import CollectorRegistry
 
 from online_distill.config import config_from_dict
 from online_distill.metrics import StageMetrics, TeacherMetrics
-from online_distill.stages.teacher_stage import TeacherStage
+from online_distill.models.paths import student_path, teacher_path
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
+from online_distill.streams.running import LagProbe, LoopThread
 from online_distill.teachers.factory import build_teacher
+from online_distill.teachers.stage import TeacherStage
 
 
 @ray.remote

@@ -28,7 +28,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from online_distill.config import LearnerConfig
-from online_distill.learner import Learner
+from online_distill.learner.trainer import Learner
 from online_distill.messages import LabeledExample, encode
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
 from online_distill.tasks.probes import probe_scores

@@ -22,18 +22,20 @@ import torch
 
 from online_distill.config import load_config
 from online_distill.critics import build_critics
-from online_distill.feedback_backends import TeacherPromptWriter
-from online_distill.learner import Learner
+from online_distill.learner.stage import LearnerStage
+from online_distill.learner.trainer import Learner
 from online_distill.messages import PromptMessage, encode
-from online_distill.ood import feedback_format, prompt_scores
-from online_distill.stages.learner_stage import LearnerStage
-from online_distill.stages.ood_stage import OODStage
-from online_distill.stages.teacher_stage import TeacherStage
+from online_distill.models.loader import load_model
+from online_distill.models.scores import prompt_scores
+from online_distill.ood import feedback_format
+from online_distill.ood.callouts import TeacherPromptWriter
+from online_distill.ood.stage import OODStage
 from online_distill.streams import DeadLetterWriter, MemoryLog, MemorySink, MemorySource
-from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR, load_model
+from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
 from online_distill.tasks.probes import probe_scores
 from online_distill.tasks.traffic import DemoTraffic
 from online_distill.teachers.hf import HFTeacher
+from online_distill.teachers.stage import TeacherStage
 
 MIX = {"add2": 0.97, "add3": 0.01, "sub2": 0.01, "mul": 0.01}
 P, F, L, D = "prompts", "feedback", "labels", "dead"

@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from online_distill.batching import collate, rows_from_examples
 from online_distill.config import load_config
-from online_distill.generation import generate
+from online_distill.learner.batching import collate, rows_from_examples
 from online_distill.messages import LabeledExample
-from online_distill.stages.teacher_stage import label_request
+from online_distill.models.generation import generate
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
 from online_distill.tasks.traffic import DemoTraffic
 from online_distill.teachers.hf import HFTeacher
+from online_distill.teachers.stage import label_request
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

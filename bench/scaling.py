@@ -33,11 +33,11 @@ from online_distill.actors.teacher import TeacherActor
 
 from online_distill.config import Config, config_to_dict, load_config
 from online_distill.messages import LabeledExample, PromptMessage, encode
-from online_distill.stages.teacher_stage import label_request
 from online_distill.streams import EmbeddedBroker, KafkaSink, ensure_topics
 from online_distill.tasks.models import DEMO_TEACHER_DIR
 from online_distill.tasks.traffic import DemoTraffic
 from online_distill.teachers.hf import HFTeacher
+from online_distill.teachers.stage import label_request
 
 
 def config(tmp: Path, bootstrap: str, extra: list[str]) -> Config:

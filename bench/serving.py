@@ -33,9 +33,10 @@ import ray
 import torch
 
 from online_distill.config import load_config
-from online_distill.tasks.models import DEMO_TEACHER_DIR, load_model
+from online_distill.models.loader import load_model
+from online_distill.tasks.models import DEMO_TEACHER_DIR
 from online_distill.tasks.traffic import DemoTraffic
-from online_distill.weights import LocalWeightsStore, store_for
+from online_distill.weights.store import LocalWeightsStore, store_for
 
 NAME = "online-distill-student"
 

@@ -6,14 +6,19 @@ from those docstrings (see base.field_docs).
 """
 
 from .base import ConfigError, field_docs
+from .critics import CriticsConfig
 from .demo import DEMO_KINDS, DemoConfig
 from .describe import describe_config
+from .gate import GateConfig
 from .kafka import KafkaConfig
-from .learner import GateConfig, LearnerConfig
+from .learner import LearnerConfig
 from .loader import config_from_dict, config_to_dict, load_config
+from .metrics import DriftConfig, MetricsConfig
+from .ood import OODConfig
+from .ray import RayConfig
 from .root import Config
-from .runtime import MetricsConfig, RayConfig, ServeConfig
-from .teacher import CriticsConfig, OODConfig, TeacherConfig
+from .serve import ServeConfig
+from .teacher import TeacherConfig
 
 __all__ = [
     "DEMO_KINDS",
@@ -21,6 +26,7 @@ __all__ = [
     "ConfigError",
     "CriticsConfig",
     "DemoConfig",
+    "DriftConfig",
     "GateConfig",
     "KafkaConfig",
     "LearnerConfig",

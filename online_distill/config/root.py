@@ -7,11 +7,16 @@ from typing import Literal
 
 from .base import check_nonempty, fail
 from .coerce import normalize_fields
+from .critics import CriticsConfig
 from .demo import DemoConfig
+from .gate import GateConfig
 from .kafka import KafkaConfig
-from .learner import GateConfig, LearnerConfig
-from .runtime import MetricsConfig, RayConfig, ServeConfig
-from .teacher import CriticsConfig, OODConfig, TeacherConfig
+from .learner import LearnerConfig
+from .metrics import DriftConfig, MetricsConfig
+from .ood import OODConfig
+from .ray import RayConfig
+from .serve import ServeConfig
+from .teacher import TeacherConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +55,10 @@ class Config:
     """The HTTP app serving the promoted student."""
 
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    """Prometheus metrics and drift monitoring."""
+    """Prometheus metrics."""
+
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    """The input-drift monitor (in the learner)."""
 
     demo: DemoConfig = field(default_factory=DemoConfig)
     """The demo traffic generator."""

@@ -47,8 +47,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from online_distill.config.teacher import CriticsConfig
-from online_distill.dedup import jaccard, shingles
+from online_distill.config.critics import CriticsConfig
+from online_distill.critics.dedup import jaccard, shingles
 from online_distill.messages.schema import LabeledExample, PseudoTarget
 
 from .similarity import EmbeddingSimilarity, Similarity, TokenOverlapSimilarity, make_similarity

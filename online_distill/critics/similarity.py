@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from online_distill.config.teacher import CriticsConfig
-from online_distill.dedup import jaccard, normalize
+from online_distill.config.critics import CriticsConfig
+from online_distill.critics.dedup import jaccard, normalize
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from online_distill.config import Config
 from online_distill.gate.gate import ROLLING, Gate
+from online_distill.gate.holdout import HoldoutBuffer
 from online_distill.gate.probes import LabelProbe, Probe, TaskProbe
-from online_distill.holdout import HoldoutBuffer
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights.store import LocalWeightsStore
 
 
 def build_holdout(cfg: Config) -> HoldoutBuffer:

@@ -31,7 +31,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from online_distill.gate.probes import HIGHER_IS_BETTER, ItemScores, Probe
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights.store import LocalWeightsStore
 
 log = logging.getLogger("online_distill.gate")
 

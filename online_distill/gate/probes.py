@@ -19,8 +19,8 @@ from typing import Protocol
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from online_distill.generation import right_pad
 from online_distill.messages import LabeledExample
+from online_distill.models.generation import right_pad
 from online_distill.tasks.arithmetic import Problem, is_correct
 from online_distill.tasks.evaluate import complete
 

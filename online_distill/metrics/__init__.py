@@ -12,7 +12,7 @@ the ``up`` driver) owns a :class:`prometheus_client.CollectorRegistry` holding o
 component's metrics. The stages stay free of Prometheus: they keep plain counters and
 observation queues in their stats objects, and the component classes below turn those into
 metrics in :meth:`update`, called just before each export. The exports of every process are
-merged into one ``/metrics`` by :class:`online_distill.metrics_hub.MetricsHub`, which adds a
+merged into one ``/metrics`` by :class:`online_distill.metrics.hub.MetricsHub`, which adds a
 ``process`` label (``teacher-0``, ``learner``, ``serve-<replica>``, ...).
 """
 

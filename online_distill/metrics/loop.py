@@ -167,16 +167,16 @@ class LearnerMetrics:
 
 
 class DriftMetrics:
-    """The drift monitor's scores and alert state (:mod:`online_distill.drift`)."""
+    """The drift monitor's scores and alert state (:mod:`online_distill.learner.drift`)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.score = gauge(registry, "drift_score",
                            "Drift of the current window against the reference, by signal "
-                           "(PSI or KS, see metrics.drift_method).", ["signal"])
+                           "(PSI or KS, see drift.method).", ["signal"])
         self.detected = gauge(registry, "drift_detected",
-                              "1 while a signal's drift score is above metrics.drift_threshold.",
+                              "1 while a signal's drift score is above drift.threshold.",
                               ["signal"])
-        self.threshold = gauge(registry, "drift_threshold", "metrics.drift_threshold.")
+        self.threshold = gauge(registry, "drift_threshold", "drift.threshold.")
         self.tail_share = gauge(registry, "energy_tail_share_ratio",
                                 "Share of recent live prompts above the reference window's "
                                 "ood.tail_quantile energy quantile.")

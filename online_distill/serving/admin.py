@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from online_distill.serving.validation import ApiError
-from online_distill.versions_table import version_rows
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights.store import LocalWeightsStore
+from online_distill.weights.table import version_rows
 
 log = logging.getLogger("online_distill.serving.admin")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from online_distill.generation import right_pad
+from online_distill.models.generation import right_pad
 from online_distill.serving.schemas import CompletionLogprobs
 
 TopFn = Callable[[torch.Tensor, int], dict[str, float]]

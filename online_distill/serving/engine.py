@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from online_distill.generation import eos_ids_of, left_pad
+from online_distill.models.generation import eos_ids_of, left_pad
 from online_distill.serving.echo import PromptLogprobs, score_prompts, with_prompt
 from online_distill.serving.schemas import (
     Completion,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from online_distill.serving.engine import CompletionEngine
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights.store import LocalWeightsStore
 
 log = logging.getLogger("online_distill.serving")
 

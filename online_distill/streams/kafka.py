@@ -19,7 +19,6 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from ..config.kafka import KafkaConfig
-from ..distributed import shard_partitions
 from .admin import client_kwargs, ensure_topics, redact_kafka_logs
 from .exceptions import (
     CommitError,
@@ -29,6 +28,7 @@ from .exceptions import (
     SourceError,
     StreamsError,
 )
+from .offsets import shard_partitions
 from .protocol import Delivered, Partition, Record
 
 __all__ = ["KafkaSink", "KafkaSource", "client_kwargs", "ensure_topics"]
@@ -61,7 +61,7 @@ class KafkaSource:
         shard: tuple[int, int] = (0, 1),
     ) -> None:
         """``shard=(rank, n)`` with ``manual_assign``: take only this worker's share of each
-        topic's partitions (:func:`online_distill.distributed.shard_partitions`)."""
+        topic's partitions (:func:`online_distill.learner.lockstep.shard_partitions`)."""
         self.group_id = f"{cfg.consumer_group_prefix}.{stage}"
         # Offset, commit and metadata calls wait at most one broker request timeout.
         self._timeout_ms = cfg.request_timeout_ms

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from online_distill.tasks.tokenizer import build_char_tokenizer, load_tokenizer
+from online_distill.tasks.tokenizer import build_char_tokenizer
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEMO_TEACHER_DIR = ASSETS_DIR / "demo-teacher"
@@ -82,16 +82,6 @@ def save_model(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-
-
-def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
-    """Load a demo model and its tokenizer the way any HF model is loaded."""
-    from transformers import AutoModelForCausalLM
-
-    # safetensors only: also loads versions from the weights store (never a pickle)
-    model = AutoModelForCausalLM.from_pretrained(str(directory), use_safetensors=True)
-    model.eval()
-    return model, load_tokenizer(directory)  # type: ignore[return-value]
 
 
 def write_student_init(out_dir: Path = DEMO_STUDENT_DIR, seed: int = 0) -> GPT2LMHeadModel:

@@ -66,7 +66,7 @@ def measure_demo_model(
     (well-formed new line of the same kind, sampled at temperature 1) and
     ``continuation_correct/<kind>``.
     """
-    from online_distill.tasks.models import load_model
+    from online_distill.models.loader import load_model
 
     model, tokenizer = load_model(model_dir)
     report: dict[str, float] = {}

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 
-from transformers import AutoTokenizer
-
 from online_distill.config import TeacherConfig
+from online_distill.models.loader import load_tokenizer
 from online_distill.teachers.protocol import TeacherBackend
 
 
@@ -30,12 +29,12 @@ def build_teacher(cfg: TeacherConfig, model_path: str, tokenizer_path: str) -> T
 
         return VLLMTeacher(model_path, device=cfg.device, seed=cfg.seed,
                            max_logprobs=max(20, cfg.top_k_logprobs),
-                           tokenizer=AutoTokenizer.from_pretrained(model_path))
+                           tokenizer=load_tokenizer(model_path))
     from online_distill.teachers.openai_http import OpenAITeacher
 
     return OpenAITeacher(
         base_url=cfg.base_url or "https://api.openai.com/v1", model=cfg.model,
-        tokenizer=AutoTokenizer.from_pretrained(cfg.tokenizer or tokenizer_path),
+        tokenizer=load_tokenizer(cfg.tokenizer or tokenizer_path),
         api_key=os.environ.get(cfg.api_key_env) or None, timeout_s=cfg.timeout_s,
         max_retries=cfg.max_retries, retry_backoff_s=cfg.retry_backoff_s,
         max_concurrency=cfg.max_concurrency, batch_size=cfg.batch_size,

@@ -14,23 +14,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
-from online_distill.generation import generate, right_pad
 from online_distill.losses import sparse_from_logits
 from online_distill.messages import PseudoTarget
-from online_distill.teachers.protocol import LabelRequest, TokenScores, teacher_pseudo_target
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from online_distill.messages.scores import TokenScores
+from online_distill.models.device import resolve_device
+from online_distill.models.generation import generate, right_pad
+from online_distill.models.loader import load_causal_lm, load_tokenizer
+from online_distill.teachers.protocol import LabelRequest, teacher_pseudo_target
 
 
 class HFTeacher:
@@ -46,9 +40,9 @@ class HFTeacher:
     ) -> None:
         self.device = resolve_device(device)
         if isinstance(model, (str, Path)):
-            model = AutoModelForCausalLM.from_pretrained(str(model))
+            model = load_causal_lm(model)
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(str(model.name_or_path))
+            tokenizer = load_tokenizer(str(model.name_or_path))
         self.tokenizer = tokenizer
         self.model: PreTrainedModel = model.to(self.device).eval()
         self.batch_size = batch_size

@@ -35,6 +35,7 @@ from transformers import PreTrainedTokenizerBase
 
 from online_distill.config.teacher import TeacherConfig
 from online_distill.messages import PseudoTarget
+from online_distill.messages.scores import TokenScores
 from online_distill.teachers.openai_parse import (
     AS_IDS,
     ScoringUnsupported,
@@ -51,7 +52,7 @@ from online_distill.teachers.openai_parse import (
     server_message,
     with_eos,
 )
-from online_distill.teachers.protocol import LabelRequest, TokenScores, teacher_pseudo_target
+from online_distill.teachers.protocol import LabelRequest, teacher_pseudo_target
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAITeacher", "ScoreMode", "ScoringUnsupported",
            "TeacherHTTPError", "TeacherResponseError", "TokenizationMismatch"]

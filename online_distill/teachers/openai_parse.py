@@ -38,7 +38,7 @@ import httpx
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from online_distill.teachers.protocol import TokenScores
+from online_distill.messages.scores import TokenScores
 
 log = logging.getLogger(__name__)
 

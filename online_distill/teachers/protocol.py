@@ -11,24 +11,10 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-import numpy.typing as npt
 from transformers import PreTrainedTokenizerBase
 
 from online_distill.messages import PseudoTarget
-
-
-@dataclass(frozen=True, slots=True)
-class TokenScores:
-    """The teacher's distribution at each token of one continuation (L tokens, top-k).
-
-    topk_ids (L, k) int64, topk_logprobs (L, k) float32, tail_logmass (L,) float32,
-    token_logprobs (L,) float32: the teacher log-probability of the continuation's own token.
-    """
-
-    topk_ids: npt.NDArray[np.int64]
-    topk_logprobs: npt.NDArray[np.float32]
-    tail_logmass: npt.NDArray[np.float32]
-    token_logprobs: npt.NDArray[np.float32]
+from online_distill.messages.scores import TokenScores
 
 
 @dataclass(frozen=True, slots=True)

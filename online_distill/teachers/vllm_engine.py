@@ -26,10 +26,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from online_distill.messages import PseudoTarget
-from online_distill.teachers.protocol import LabelRequest, TokenScores, teacher_pseudo_target
+from online_distill.messages.scores import TokenScores
+from online_distill.models.loader import load_tokenizer
+from online_distill.teachers.protocol import LabelRequest, teacher_pseudo_target
 
 
 def _tail_logmass(topk: Sequence[float]) -> float:
@@ -97,7 +99,7 @@ class VLLMTeacher:
             args.update(dtype="float32", enforce_eager=True)
         args.update(engine_args or {})
         self.llm = LLM(**args)
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+        self.tokenizer = tokenizer or load_tokenizer(model)
         self.teacher_id = teacher_id or os.path.basename(model.rstrip("/")) or "vllm-teacher"
         self.seed = seed
 

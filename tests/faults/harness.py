@@ -26,8 +26,8 @@ import ray
 from kafka import TopicPartition
 from online_distill.actors.supervisor import Supervisor
 
+from online_distill.cli.export import read_topic
 from online_distill.config import Config, load_config
-from online_distill.export import read_topic
 from online_distill.messages import DeadLetter, LabeledExample, PromptMessage, decode, encode
 from online_distill.streams import EmbeddedBroker, KafkaSink, KafkaSource, SinkError
 from online_distill.tasks.traffic import DemoTraffic

@@ -26,9 +26,9 @@ ray = pytest.importorskip("ray")
 from online_distill.actors.learner_train import LearnerJob  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from online_distill.checkpoint import load_checkpoint  # noqa: E402
 from online_distill.config import config_to_dict, load_config  # noqa: E402
-from online_distill.learner import Learner  # noqa: E402
+from online_distill.learner.checkpoint import load_checkpoint  # noqa: E402
+from online_distill.learner.trainer import Learner  # noqa: E402
 from online_distill.messages import LabeledExample, PromptMessage, encode  # noqa: E402
 from online_distill.streams import EmbeddedBroker, KafkaSink, ensure_topics  # noqa: E402
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR  # noqa: E402

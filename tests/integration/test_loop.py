@@ -19,8 +19,8 @@ ray = pytest.importorskip("ray")
 
 from online_distill.actors.supervisor import Supervisor  # noqa: E402
 
+from online_distill.cli.export import export_labels, read_topic  # noqa: E402
 from online_distill.config import load_config  # noqa: E402
-from online_distill.export import export_labels, read_topic  # noqa: E402
 from online_distill.messages import DeadLetter, LabeledExample, PromptMessage, decode, encode  # noqa: E402
 from online_distill.streams import EmbeddedBroker, KafkaSink  # noqa: E402
 

@@ -19,13 +19,14 @@ ray = pytest.importorskip("ray")
 
 from online_distill.actors.ood import OODActor  # noqa: E402
 
+from online_distill.cli.export import read_topic  # noqa: E402
 from online_distill.config import config_to_dict, load_config  # noqa: E402
-from online_distill.export import read_topic  # noqa: E402
 from online_distill.messages import PromptMessage, decode, encode  # noqa: E402
+from online_distill.models.loader import load_model  # noqa: E402
 from online_distill.streams import EmbeddedBroker, KafkaSink, ensure_topics  # noqa: E402
 from online_distill.tasks.arithmetic import sample_problem  # noqa: E402
-from online_distill.tasks.models import DEMO_STUDENT_DIR, load_model  # noqa: E402
-from online_distill.weights import store_for  # noqa: E402
+from online_distill.tasks.models import DEMO_STUDENT_DIR  # noqa: E402
+from online_distill.weights.store import store_for  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

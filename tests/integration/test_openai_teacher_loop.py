@@ -25,7 +25,7 @@ from up_runner import run_up  # noqa: E402
 
 from online_distill.config import load_config  # noqa: E402
 from online_distill.tasks.models import DEMO_TEACHER_DIR  # noqa: E402
-from online_distill.weights import LocalWeightsStore  # noqa: E402
+from online_distill.weights.store import LocalWeightsStore  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -62,8 +62,9 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from online_distill.actors.serve import start_serving, stop_serving
 
     from online_distill.config import load_config
-    from online_distill.tasks.models import DEMO_TEACHER_DIR, load_model
-    from online_distill.weights import store_for
+    from online_distill.models.loader import load_model
+    from online_distill.tasks.models import DEMO_TEACHER_DIR
+    from online_distill.weights.store import store_for
 
     root = tmp_path_factory.mktemp("schemathesis")
     cfg = load_config(None, [f"gate.weights_dir={root / 'weights'}", f"serve.port={free_port()}",

@@ -12,8 +12,9 @@ import pytest
 import ray
 
 from online_distill.config import load_config
-from online_distill.tasks.models import DEMO_TEACHER_DIR, load_model
-from online_distill.weights import store_for
+from online_distill.models.loader import load_model
+from online_distill.tasks.models import DEMO_TEACHER_DIR
+from online_distill.weights.store import store_for
 from tests.integration.test_serving import NAME, free_port
 
 pytestmark = pytest.mark.integration

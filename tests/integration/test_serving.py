@@ -13,9 +13,10 @@ import torch
 
 from online_distill.config import load_config
 from online_distill.gate import Gate, TaskProbe
-from online_distill.tasks.models import DEMO_TEACHER_DIR, load_model
+from online_distill.models.loader import load_model
+from online_distill.tasks.models import DEMO_TEACHER_DIR
 from online_distill.tasks.probes import probe_set
-from online_distill.weights import store_for
+from online_distill.weights.store import store_for
 
 pytestmark = pytest.mark.integration
 NAME = "online-distill-student"

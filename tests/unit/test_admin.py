@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from online_distill.serving.admin import ADMIN_MAX_BODY_BYTES, AdminService
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights.store import LocalWeightsStore
 from tests.unit.test_learner import TOKENIZER, tiny_model
 
 ENV = "OD_TEST_ADMIN_TOKEN"

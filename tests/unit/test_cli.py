@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from online_distill.cli import main
+from online_distill.cli.main import main
 
 
 def test_config_prints_every_section_with_help(capsys) -> None:
@@ -53,7 +53,7 @@ def test_console_script_is_installed() -> None:
 
 
 def test_versions_promote_and_rollback_work_on_a_store(tmp_path, capsys) -> None:
-    from online_distill.weights import LocalWeightsStore
+    from online_distill.weights.store import LocalWeightsStore
     from tests.unit.test_learner import TOKENIZER, tiny_model
 
     store = LocalWeightsStore(tmp_path / "w")

@@ -1,4 +1,4 @@
-"""Shingles, Jaccard, MinHash and the LSH near-duplicate index (online_distill.dedup)."""
+"""Shingles, Jaccard, MinHash and the LSH near-duplicate index (online_distill.critics.dedup)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from online_distill.dedup import MinHasher, NearDuplicateIndex, jaccard, normalize, shingles
+from online_distill.critics.dedup import MinHasher, NearDuplicateIndex, jaccard, normalize, shingles
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank this morning"
 
@@ -61,7 +61,7 @@ def test_minhash_signature_shape_and_empty_set() -> None:
 
 def test_minhash_signatures_are_the_same_in_another_process() -> None:
     code = (
-        "from online_distill.dedup import MinHasher, shingles;"
+        "from online_distill.critics.dedup import MinHasher, shingles;"
         f"print(list(MinHasher(num_perm=8, seed=5).signature(shingles({SENTENCE!r}))))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "OMP_NUM_THREADS": "1"}

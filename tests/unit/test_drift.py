@@ -1,4 +1,4 @@
-"""PSI, KS, categorical scores, window drift and the drift monitor (online_distill.drift)."""
+"""PSI, KS, categorical scores, window drift and the drift monitor (learner/drift.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from online_distill.drift import (
+from online_distill.learner.drift import (
     SIGNALS,
     DriftMonitor,
     TokenDrift,
@@ -214,7 +214,7 @@ def test_drift_monitor_raises_and_clears_alerts(caplog: pytest.LogCaptureFixture
             divergence=rng.exponential(1.0, size=n).tolist(),
         )
 
-    with caplog.at_level(logging.INFO, logger="online_distill.drift"):
+    with caplog.at_level(logging.INFO, logger="online_distill.learner.drift"):
         assert feed(1000, 0.0) == []
         assert all(s is not None for s in mon.scores().values())
         assert not any(mon.detected().values())

@@ -47,12 +47,13 @@ from hypothesis import strategies as st
 
 from online_distill.config import Config, KafkaConfig, LearnerConfig, OODConfig, TeacherConfig
 from online_distill.critics import CriticChain
-from online_distill.drift import DriftMonitor
-from online_distill.drift_energy import ReferenceEnergy
-from online_distill.feedback_backends import StudentEnergyScorer, TeacherPromptWriter
 from online_distill.gate import Gate
-from online_distill.holdout import HoldoutBuffer, held_out
-from online_distill.learner import Learner
+from online_distill.gate.holdout import HoldoutBuffer, held_out
+from online_distill.gate.stage import GateStage
+from online_distill.learner.drift import DriftMonitor
+from online_distill.learner.drift_reference import ReferenceEnergy
+from online_distill.learner.stage import LearnerStage
+from online_distill.learner.trainer import Learner
 from online_distill.messages import (
     DECODE_REASONS,
     FORMAT_VERSION,
@@ -70,10 +71,8 @@ from online_distill.messages import (
     to_json_dict,
 )
 from online_distill.ood import LineFeedback
-from online_distill.stages.gate_stage import GateStage
-from online_distill.stages.learner_stage import LearnerStage
-from online_distill.stages.ood_stage import OODStage
-from online_distill.stages.teacher_stage import TeacherStage
+from online_distill.ood.callouts import StudentEnergyScorer, TeacherPromptWriter
+from online_distill.ood.stage import OODStage
 from online_distill.streams import (
     DeadLetterWriter,
     MemoryLog,
@@ -83,7 +82,8 @@ from online_distill.streams import (
     Record,
 )
 from online_distill.teachers.hf import HFTeacher
-from online_distill.weights import LocalWeightsStore
+from online_distill.teachers.stage import TeacherStage
+from online_distill.weights.store import LocalWeightsStore
 from tests.unit.test_learner import TOKENIZER, tiny_model
 
 PROMPTS, FEEDBACK, LABELS, DLQ = "od.prompts", "od.feedback", "od.labels", "od.dead-letters"
@@ -690,7 +690,7 @@ def run_learner(records: list[Fuzzed], critic: CriticChain | None, limit: int = 
 def test_learner_stage_survives_hostile_labels(records: list[Fuzzed], with_critics: bool
                                                ) -> None:
     done = timed("learner", len(records))
-    # The production chain (actors/learner_setup.py) on half the examples; without it
+    # The production chain (online_distill/learner/build.py) on half the examples; without it
     # every valid example reaches the training step.
     critic = CriticChain(Config().critics) if with_critics else None
     run_learner(records, critic)

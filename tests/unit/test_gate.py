@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from online_distill.gate import Gate, LabelProbe, TaskProbe, regressions
-from online_distill.holdout import HoldoutBuffer, held_out
+from online_distill.gate.holdout import HoldoutBuffer, held_out
 from online_distill.messages import LabeledExample, PseudoTarget
-from online_distill.tasks.models import DEMO_TEACHER_DIR, load_model
+from online_distill.models.loader import load_model
+from online_distill.tasks.models import DEMO_TEACHER_DIR
 from online_distill.tasks.probes import probe_set
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights.store import LocalWeightsStore
 
 
 def test_regressions_refuse_only_confident_drops_beyond_tolerance() -> None:

@@ -10,7 +10,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from online_distill.config import LearnerConfig
-from online_distill.learner import Learner, lr_factor
+from online_distill.learner.trainer import Learner, lr_factor
 from online_distill.messages import LabeledExample, PseudoTarget
 from online_distill.tasks.tokenizer import build_char_tokenizer
 from online_distill.teachers.hf import HFTeacher
@@ -183,7 +183,7 @@ def test_lr_schedule_warms_up_then_decays() -> None:
 
 
 def test_pseudo_target_rows_align_prompt_and_continuation(examples) -> None:
-    from online_distill.batching import collate, rows_from_examples
+    from online_distill.learner.batching import collate, rows_from_examples
 
     rows = rows_from_examples(examples[:1])
     batch = collate(rows, pad_id=0, max_len=64)
@@ -198,8 +198,8 @@ def test_pseudo_target_rows_align_prompt_and_continuation(examples) -> None:
 def test_collate_folds_a_larger_top_k_into_the_tail_bin(examples) -> None:
     import math
 
-    from online_distill.batching import Row, collate, rows_from_examples
-    from online_distill.teachers.protocol import TokenScores
+    from online_distill.learner.batching import Row, collate, rows_from_examples
+    from online_distill.messages.scores import TokenScores
 
     wide = rows_from_examples(examples[:1])[0]  # k = 8
     s = wide.scores
@@ -224,9 +224,9 @@ def test_live_signals_match_independent_computations(examples) -> None:
     same quantities computed separately before the step (the student as it met the data)."""
     import copy
 
-    from online_distill.batching import collate, rows_from_examples
+    from online_distill.learner.batching import collate, rows_from_examples
     from online_distill.losses import sparse_divergence
-    from online_distill.ood.energy import prompt_energies
+    from online_distill.models.scores import prompt_energies
 
     model = tiny_model(3)
     before = copy.deepcopy(model)
@@ -253,7 +253,7 @@ def test_live_signals_match_independent_computations(examples) -> None:
 
 
 def test_reference_energy_is_frozen_until_renewed(examples) -> None:
-    from online_distill.drift_energy import ReferenceEnergy
+    from online_distill.learner.drift_reference import ReferenceEnergy
 
     model = tiny_model(4)
     ref = ReferenceEnergy(pad_id=0, renew_after=10)

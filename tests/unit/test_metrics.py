@@ -19,8 +19,8 @@ from online_distill.metrics import (
     TeacherMetrics,
     metric_names,
 )
-from online_distill.metrics_hub import MetricsHub
-from online_distill.timeline import timeline_record
+from online_distill.metrics.hub import MetricsHub
+from online_distill.report.timeline import timeline_record
 
 
 def samples(registry_or_text: CollectorRegistry | str) -> dict[tuple[str, tuple], float]:

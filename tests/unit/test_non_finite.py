@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from online_distill.learner.stats import NonFiniteWeights
 from online_distill.messages import LabeledExample, decode, encode
-from online_distill.stages.learner_stats import NonFiniteWeights
 from tests.unit.test_stages import (  # noqa: F401 - backend is a fixture
     DLQ,
     LABELS,

@@ -15,6 +15,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from online_distill.config import Config, ConfigError, DemoConfig, OODConfig
 from online_distill.messages import DeadLetter, PromptMessage, decode, encode
+from online_distill.models.scores import aggregate, prompt_energies, token_energies
 from online_distill.ood import (
     ArithmeticFeedback,
     EnergyWindow,
@@ -23,12 +24,9 @@ from online_distill.ood import (
     NoiseFilter,
     TailExample,
     TailSet,
-    aggregate,
     feedback_format,
-    prompt_energies,
-    token_energies,
 )
-from online_distill.stages.ood_stage import OODStage
+from online_distill.ood.stage import OODStage
 from online_distill.streams import DeadLetterWriter, MemoryLog, MemorySink, MemorySource
 from online_distill.tasks.arithmetic import Problem, parse_prompt
 
@@ -217,8 +215,9 @@ def test_line_feedback_is_one_prompt_per_line() -> None:
 
 
 def test_the_demo_teacher_continues_few_shot_tails_with_their_kind() -> None:
+    from online_distill.models.loader import load_model
     from online_distill.tasks.evaluate import complete
-    from online_distill.tasks.models import DEMO_TEACHER_DIR, load_model
+    from online_distill.tasks.models import DEMO_TEACHER_DIR
 
     model, tokenizer = load_model(DEMO_TEACHER_DIR)
     fmt, rng = ArithmeticFeedback(), random.Random(0)
@@ -455,7 +454,7 @@ def test_noise_is_measured_from_the_tail_examples_a_prompt_imitates() -> None:
 
 
 def test_nll_and_nll_gap_scores() -> None:
-    from online_distill.ood import prompt_nll, prompt_scores
+    from online_distill.models.scores import prompt_nll, prompt_scores
     from tests.unit.test_learner import tiny_model
 
     student, teacher = tiny_model(1), tiny_model(2)

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
+from online_distill.cli.produce import produce_file, prompts_from_lines
 from online_distill.messages import PromptMessage, decode
-from online_distill.producer import produce_file, prompts_from_lines
 from online_distill.streams import MemoryLog, MemorySink
 
 

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from online_distill.cli import main
-from online_distill.report import plot_history, summary_line
-from online_distill.report_data import (
+from online_distill.cli.main import main
+from online_distill.report.draw import plot_history, summary_line
+from online_distill.report.prometheus import QUERIES, load_prometheus
+from online_distill.report.run_log import (
     Promotion,
     ReportError,
     RunHistory,
     detection_spans,
     load_run_log,
 )
-from online_distill.report_prometheus import QUERIES, load_prometheus
 
 START = 1000.0
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

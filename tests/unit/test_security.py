@@ -105,8 +105,7 @@ def test_up_start_up_output_and_logs_hold_no_secret(monkeypatch, capsys, caplog)
     """`up` at log_level=DEBUG: the loop's start-up lines show no secret, and kafka-python,
     which logs its client configuration (the SASL password included) at DEBUG, stays at
     WARNING or above."""
-    from online_distill.actors import up
-
+    from online_distill.cli import up
     from online_distill.streams.admin import client_kwargs
 
     monkeypatch.setenv("OD_TEST_TEACHER_KEY", API_KEY)

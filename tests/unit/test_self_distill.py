@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from online_distill.config import LearnerConfig
-from online_distill.learner import Learner
-from online_distill.self_distill import SelfDistiller
+from online_distill.learner.self_distill import SelfDistiller
+from online_distill.learner.trainer import Learner
 from tests.unit.test_gate import example
 from tests.unit.test_learner import TOKENIZER, tiny_model
 

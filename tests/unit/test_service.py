@@ -10,7 +10,7 @@ import pytest
 from online_distill.serving.service import CompletionService, run_items
 from online_distill.serving.swap import ModelSlot
 from online_distill.serving.validation import ServingLimits
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights.store import LocalWeightsStore
 from tests.unit.test_learner import TOKENIZER, tiny_model
 
 NAME = "student"

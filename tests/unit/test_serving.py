@@ -9,6 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from online_distill.models.loader import load_model
 from online_distill.serving import (
     ApiError,
     CompletionEngine,
@@ -21,7 +22,7 @@ from online_distill.serving import (
 )
 from online_distill.tasks.arithmetic import KINDS, Problem, is_correct, sample_problem
 from online_distill.tasks.evaluate import complete as evaluator_complete
-from online_distill.tasks.models import DEMO_TEACHER_DIR, load_model
+from online_distill.tasks.models import DEMO_TEACHER_DIR
 from tests.unit.test_learner import TOKENIZER, tiny_model
 
 NAME = "student"

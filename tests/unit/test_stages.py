@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from online_distill.config import LearnerConfig, TeacherConfig
-from online_distill.holdout import held_out
-from online_distill.learner import Learner
+from online_distill.gate.holdout import held_out
+from online_distill.learner.stage import LearnerStage
+from online_distill.learner.trainer import Learner
 from online_distill.messages import LabeledExample, PromptMessage, decode, encode
-from online_distill.stages.learner_stage import LearnerStage
-from online_distill.stages.offsets import OffsetTracker
-from online_distill.stages.teacher_stage import TeacherStage
 from online_distill.streams import DeadLetterWriter, MemoryLog, MemorySink, MemorySource, Record
+from online_distill.streams.offsets import OffsetTracker
 from online_distill.teachers.hf import HFTeacher
+from online_distill.teachers.stage import TeacherStage
 from tests.unit.test_learner import TOKENIZER, tiny_model
 
 PROMPTS, LABELS, DLQ = "prompts", "labels", "dead"

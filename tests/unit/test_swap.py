@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from online_distill.serving.swap import ModelSlot
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights.store import LocalWeightsStore
 from tests.unit.test_learner import TOKENIZER, tiny_model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoModelForCausalLM
 
-from online_distill.weights import LocalWeightsStore
+from online_distill.weights.store import LocalWeightsStore
 from tests.unit.test_learner import TOKENIZER, tiny_model
 
 

@@ -1,0 +1,99 @@
+"""``online-distill up``: run the whole loop with a one-line live status until stopped."""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from online_distill.cli.produce import DemoTrafficThread
+from online_distill.cli.status import ProbeWatcher, status_line
+from online_distill.config import Config
+from online_distill.metrics import StageMetrics
+from online_distill.report.timeline import TimelineWriter, timeline_record
+from online_distill.streams import KafkaSink
+from online_distill.tasks.traffic import DemoTraffic
+from online_distill.weights.store import store_for
+
+log = logging.getLogger("online_distill.up")
+
+STOP_STACKS_AFTER_S = 60.0
+"""A stop still running after this long prints every thread's stack to stderr."""
+
+
+def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: float = 5.0
+           ) -> dict[str, Any]:
+    """Start the loop, print status lines, stop cleanly on Ctrl-C/SIGTERM or after duration."""
+    from online_distill.actors.metrics import start_pusher  # Ray: imported when the loop runs
+    from online_distill.actors.supervisor import Supervisor
+
+    stop = threading.Event()
+    sup = Supervisor(cfg)
+    loop = sup.start()
+    # After ray.init, which installs its own SIGTERM handler (it aborts the driver).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    traffic = None
+    if demo_traffic:
+        d = cfg.demo
+        gen = DemoTraffic(d.traffic_mix, d.drift_mix, d.drift_after_prompts, seed=d.seed)
+        traffic = DemoTrafficThread(KafkaSink(cfg.kafka, loop.bootstrap, "demo-traffic"),
+                                    cfg.kafka.prompts_topic, gen, d.traffic_rate_per_s).start()
+    pusher = None
+    if traffic is not None:  # the demo producer's messages, as stage "producer"
+        registry = CollectorRegistry()
+        produced = StageMetrics(registry, "producer")
+        topic = cfg.kafka.prompts_topic
+        pusher = start_pusher(cfg, "driver", registry,
+                              lambda: produced.update({}, {topic: traffic.sent}, {}, None))
+    probe = ProbeWatcher(store_for(cfg))
+    timeline = TimelineWriter(cfg.run_dir)
+    start, prev = time.monotonic(), {}
+    snap: dict[str, Any] = {}
+    print(f"online-distill up: broker {loop.bootstrap}, {len(loop.teachers)} teacher(s), "
+          f"weights in {cfg.gate.weights_dir}"
+          + (f", serving {loop.serve_url}/v1/completions" if loop.serve_url else "")
+          + (f", metrics {loop.metrics_url}" if loop.metrics_url else "")
+          + "; Ctrl-C stops", flush=True)
+    try:
+        while not stop.wait(status_every_s):
+            elapsed = time.monotonic() - start
+            snap = sup.snapshot()
+            probe.refresh()
+            sent = traffic.sent if traffic else 0
+            print(status_line(elapsed, sent, snap, probe, prev), flush=True)
+            timeline.write(timeline_record(
+                time.time(), elapsed, sent, snap, probe.version, probe.scores,
+                probe.freshness_s(), traffic.drifted_at is not None if traffic else None))
+            if duration_s and elapsed >= duration_s:
+                break
+    finally:
+        print("stopping: flushing producers, final checkpoint, committing offsets...",
+              flush=True)
+        stopping = time.monotonic()
+        # A stop that hangs shows where: every thread's stack goes to stderr after this long
+        # (the stop itself is bounded by its parts; this is the diagnosis when one is not).
+        faulthandler.dump_traceback_later(STOP_STACKS_AFTER_S, exit=False)
+        if traffic:
+            traffic.stop()
+        if pusher is not None:
+            pusher.stop()
+        snap = sup.snapshot()
+        sup.stop()
+        faulthandler.cancel_dump_traceback_later()
+        print(f"stopped in {time.monotonic() - stopping:.1f}s", flush=True)
+    probe.refresh()
+    summary = {"prompts_sent": traffic.sent if traffic else 0,
+               "labeled": sum(v.get("labeled", 0) for k, v in snap.items()
+                              if k.startswith("teacher")),
+               "learner": snap.get("learner", {}), "gate": snap.get("gate", {}),
+               "student_version": probe.version,
+               "student": probe.scores, "seconds": time.monotonic() - start}
+    return summary
+
+

@@ -1,0 +1,316 @@
+"""The OOD-feedback stage (GOLD): score traffic under the student, keep the tails, and ask
+the teacher for new prompts like them.
+
+One call to :meth:`OODStage.run_once`:
+
+1. poll prompt records (its own consumer group on the prompts topic: it samples the stream
+   beside the teacher, it takes nothing away from it);
+2. decode each one; malformed ones are dead-lettered (recoverable errors);
+3. score the traffic prompts' energies under the current student in one batch, add them to
+   the sliding window, and offer those above the window's ``tail_quantile`` (once it holds
+   ``min_window`` values) to the tail set; feedback prompts met here are only remembered
+   for de-duplication (they never count toward the window, the tails or the budget);
+4. flush the sink (dead letters acknowledged), then commit the polled offsets: nothing is
+   produced from these records, so once they are scored they are done;
+5. every ``feedback_interval_s`` (by the injected clock), with tails present and budget
+   allowance left, run a feedback round (:meth:`OODStage.feedback_round`): few-shot texts
+   from tail picks -> generator -> parse (``invalid``) -> near-duplicate check against recent
+   traffic and earlier feedback (``duplicate``) -> energy and noise rejection (``noise``)
+   -> share cap (``over_budget``) -> produce ``PromptMessage(origin="feedback")`` -> flush.
+
+Errors: undecodable records are dead-lettered; a generator failure (a remote teacher timing
+out) skips the round and is counted in ``failed_rounds`` (nothing is lost: no input offset
+depends on it). When scoring a batch fails, its prompts are scored one by one and the ones
+that fail alone are dead-lettered (``scorer_error``: a prompt longer than the student's
+context, say), like the teacher's poison prompts; when every one of them fails and the
+scorer cannot score even a trivial prompt (the first characters of the shortest one), the
+scorer is broken, not the prompts: that, like a failed flush, is fatal (raised: the actor
+restarts and re-reads the uncommitted batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from online_distill.config import OODConfig
+from online_distill.critics.dedup import NearDuplicateIndex
+from online_distill.messages import PromptMessage, encode
+from online_distill.ood.budget import FeedbackBudget
+from online_distill.ood.feedback import FeedbackFormat
+from online_distill.ood.tail import NoiseFilter, TailExample, TailSet
+from online_distill.ood.window import EnergyWindow
+from online_distill.streams import (
+    DeadLetterWriter,
+    MessageSink,
+    MessageSource,
+    Record,
+    decode_or_dead_letter,
+    next_offsets,
+)
+
+log = logging.getLogger(__name__)
+
+FeedbackGenerator = Callable[[list[str], int], list[str]]
+"""(few-shot texts, n) -> n continuations per text, flattened text by text."""
+EnergyScorer = Callable[[list[str]], list[float]]
+"""Prompt texts -> their energies under the current student, same order."""
+
+DROP_REASONS: tuple[str, ...] = ("invalid", "duplicate", "noise", "over_budget")
+"""Why a generated continuation did not become a feedback prompt."""
+
+
+@dataclass
+class OODStats:
+    """Counters of one stage instance since start (the metrics module exports them)."""
+
+    polled: int = 0
+    dead_lettered: int = 0
+    scored: int = 0
+    """Traffic prompts scored and added to the window."""
+    unscored: int = 0
+    """Traffic prompts whose energy was not finite (not added to the window)."""
+    ignored_feedback: int = 0
+    """Feedback prompts met on the input topics (remembered for dedup, not scored)."""
+    judged: int = 0
+    """Scored traffic prompts compared with the tail threshold (window >= min_window)."""
+    tail_hits: int = 0
+    """Of those, the ones above the threshold (offered to the tail set)."""
+    tail_size: int = 0
+    threshold: float | None = None
+    """The window's tail_quantile after the last scored batch; None before min_window."""
+    rounds: int = 0
+    failed_rounds: int = 0
+    generated: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Generated continuations dropped, per reason of DROP_REASONS."""
+    kept_by_kind: dict[str, int] = field(default_factory=dict)
+    """Feedback prompts produced, per kind."""
+    by_topic: dict[str, int] = field(default_factory=dict)
+    """Records polled, per topic."""
+    tail_by_kind: dict[str, int] = field(default_factory=dict)
+    """The tail set's content per kind, after the last batch."""
+
+    @property
+    def tail_share(self) -> float:
+        """Share of judged traffic above the tail threshold (about 1 - tail_quantile)."""
+        return self.tail_hits / self.judged if self.judged else 0.0
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` continuations dropped for ``reason``."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every counter as plain JSON-able values, tail_share included."""
+        out = asdict(self)
+        out["tail_share"] = self.tail_share
+        return out
+
+
+class OODStage:
+    """Picks tail prompts from a source and writes feedback prompts to a sink (module doc)."""
+
+    def __init__(
+        self,
+        source: MessageSource,
+        sink: MessageSink,
+        generator: FeedbackGenerator,
+        scorer: EnergyScorer,
+        fmt: FeedbackFormat,
+        cfg: OODConfig,
+        feedback_topic: str,
+        dead_letters: DeadLetterWriter,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int = 0,
+        max_message_bytes: int = 1 << 20,
+        flush_timeout_s: float = 30.0,
+        dedup: NearDuplicateIndex | None = None,
+    ) -> None:
+        self.source, self.sink = source, sink
+        self.generator, self.scorer, self.fmt, self.cfg = generator, scorer, fmt, cfg
+        self.feedback_topic = feedback_topic
+        self.dead_letters = dead_letters
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.max_message_bytes = max_message_bytes
+        # Flush waits for acks=all from the brokers; 30 s covers a leader election.
+        self.flush_timeout_s = flush_timeout_s
+        self.window = EnergyWindow(cfg.window_size)
+        self.tails = TailSet(cfg.tail_capacity)
+        self.noise = NoiseFilter(cfg.noise_rejection_zscore)
+        self.budget = FeedbackBudget(cfg.feedback_share_cap)
+        self.dedup = dedup if dedup is not None else NearDuplicateIndex()
+        self.min_window = min(cfg.min_window, cfg.window_size)
+        self.next_round_at = clock()
+        self.stats = OODStats()
+
+    # ------------------------------------------------------------------ the loop
+    def run_once(self, poll_timeout_s: float = 0.5) -> int:
+        """Score one polled batch, commit it, maybe run a feedback round; returns the number
+        of records polled."""
+        records = self.source.poll(timeout_s=poll_timeout_s)
+        if records:
+            self.stats.polled += len(records)
+            for rec in records:
+                self.stats.by_topic[rec.topic] = self.stats.by_topic.get(rec.topic, 0) + 1
+            traffic: list[tuple[Record, PromptMessage]] = []
+            for rec in records:
+                prompt = decode_or_dead_letter(rec, PromptMessage, self.dead_letters,
+                                               self.max_message_bytes)
+                if prompt is None:
+                    continue
+                if prompt.origin == "traffic":
+                    traffic.append((rec, prompt))
+                else:
+                    self.stats.ignored_feedback += 1
+                self.dedup.add(prompt.text)
+            if traffic:
+                self._score_traffic(traffic)
+            self.stats.dead_lettered = self.dead_letters.count
+            self.sink.flush(self.flush_timeout_s)
+            self.source.commit(next_offsets(records))
+        if self.clock() >= self.next_round_at and len(self.tails) and self.budget.allowance():
+            self.next_round_at = self.clock() + self.cfg.feedback_interval_s
+            self.feedback_round()
+        return len(records)
+
+    def _score_traffic(self, traffic: list[tuple[Record, PromptMessage]]) -> None:
+        self.budget.saw_traffic(len(traffic))
+        energies = self._score_isolating(traffic)
+        scored = [(p, e) for (_, p), e in zip(traffic, energies, strict=True)
+                  if e is not None and math.isfinite(e)]
+        self.stats.unscored += len(traffic) - len(scored)
+        self.stats.scored += len(scored)
+        self.window.add(e for _, e in scored)
+        if len(self.window) < self.min_window:
+            return
+        threshold = self.window.quantile(self.cfg.tail_quantile)
+        self.stats.threshold = threshold
+        self.stats.judged += len(scored)
+        for prompt, energy in scored:
+            if energy > threshold:
+                self.stats.tail_hits += 1
+                self.tails.offer(TailExample(prompt.text, energy, prompt.kind, prompt.id))
+        self.stats.tail_size = len(self.tails)
+        self.stats.tail_by_kind = dict(self.tails.kinds())
+
+    def _score_isolating(self, traffic: list[tuple[Record, PromptMessage]]
+                         ) -> list[float | None]:
+        """Energies of the batch; if scoring it fails, of each prompt alone, None (after
+        dead-lettering it) for the ones that fail alone. Raises when the scorer is broken."""
+        try:
+            return list(self._score([p.text for _, p in traffic]))
+        except Exception as batch_error:  # noqa: BLE001 - isolate the prompts that fail
+            out: list[float | None] = []
+            failures: list[tuple[Record, Exception]] = []
+            for rec, prompt in traffic:
+                try:
+                    out += self._score([prompt.text])
+                except Exception as exc:  # noqa: BLE001 - this prompt's dead letter
+                    out.append(None)
+                    failures.append((rec, exc))
+            if len(failures) == len(traffic) and not self._scorer_answers(traffic):
+                raise batch_error
+            log.warning("ood: scoring a batch of %d failed (%s); %d prompts fail alone",
+                        len(traffic), batch_error, len(failures))
+            for rec, error in failures:
+                self.dead_letters.send(rec, f"the student could not score this prompt: "
+                                       f"{type(error).__name__}: {error}", "scorer_error")
+            return out
+
+    def _scorer_answers(self, traffic: list[tuple[Record, PromptMessage]]) -> bool:
+        """Whether the scorer scores a trivial prompt (the first characters of the shortest
+        one): if it does, the prompts are what fails, and they are dead-lettered."""
+        text = min((p.text for _, p in traffic), key=len)[:8]
+        try:
+            return len(self._score([text])) == 1
+        except Exception:  # noqa: BLE001 - any failure means the scorer itself is broken
+            return False
+
+    def _score(self, texts: list[str]) -> list[float]:
+        energies = [float(e) for e in self.scorer(texts)]
+        if len(energies) != len(texts):
+            raise ValueError(f"scorer returned {len(energies)} energies for {len(texts)} texts")
+        return energies
+
+    # ------------------------------------------------------------------ feedback
+    def feedback_round(self) -> int:
+        """One round of tail-guided generation; returns the feedback prompts produced."""
+        allowance = self.budget.allowance()
+        shots: list[list[TailExample]] = []
+        texts: list[str] = []
+        for _ in range(self.cfg.feedback_per_round):
+            picked = self.tails.pick(self.cfg.few_shot_examples, self.rng)
+            text = self.fmt.few_shot([e.text for e in picked])
+            if text:
+                shots.append(picked)
+                texts.append(text)
+        if not texts or allowance <= 0:
+            return 0
+        n = self.cfg.generations_per_prompt
+        try:
+            continuations = self.generator(texts, n)
+            if len(continuations) != n * len(texts):
+                raise ValueError(f"generator returned {len(continuations)} continuations "
+                                 f"for {len(texts)} texts x n={n}")
+        except Exception as exc:  # noqa: BLE001 - a failed round is skipped and counted
+            self.stats.failed_rounds += 1
+            log.warning("ood: feedback round skipped, the generator failed: %s", exc)
+            return 0
+        self.stats.rounds += 1
+        self.stats.generated += len(continuations)
+        candidates = self._parse_and_dedup(continuations, shots, n)
+        energies = self._score([text for text, _, _ in candidates]) if candidates else []
+        kept: list[PromptMessage] = []
+        for (text, kind, parents), energy in zip(candidates, energies, strict=True):
+            parent_scores = [e.energy for e in parents]
+            if not math.isfinite(energy) or not self.noise.keep(energy, self.window,
+                                                                parent_scores):
+                self.stats.drop("noise")
+            elif len(kept) >= allowance:
+                self.stats.drop("over_budget")
+            else:
+                kept.append(PromptMessage(
+                    text=text, origin="feedback", kind=kind,
+                    parent_ids=tuple(e.id for e in parents if e.id),
+                    parent_energies=tuple(e.energy for e in parents if e.id),
+                    energy=energy))
+        for msg in kept:
+            self.sink.send(self.feedback_topic, encode(msg), key=msg.id.encode())
+            self.stats.kept_by_kind[msg.kind] = self.stats.kept_by_kind.get(msg.kind, 0) + 1
+        self.sink.flush(self.flush_timeout_s)
+        self.budget.sent_feedback(len(kept))
+        self.stats.kept += len(kept)
+        return len(kept)
+
+    def _parse_and_dedup(
+        self, continuations: Sequence[str], shots: list[list[TailExample]], n: int
+    ) -> list[tuple[str, str, list[TailExample]]]:
+        """(text, kind, parents) of the continuations that parse and are new."""
+        out: list[tuple[str, str, list[TailExample]]] = []
+        for i, continuation in enumerate(continuations):
+            parents = shots[i // n]
+            parsed = self.fmt.parse(continuation)
+            if parsed is None:
+                self.stats.drop("invalid")
+                continue
+            text, kind = parsed
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a remote server's text
+                self.stats.drop("invalid")
+                continue
+            if not self.dedup.add(text):
+                self.stats.drop("duplicate")
+                continue
+            if not kind:  # a format without a validator: inherit the parents' common kind
+                parent_kinds = {e.kind for e in parents}
+                kind = parent_kinds.pop() if len(parent_kinds) == 1 else ""
+            out.append((text, kind, parents))
+        return out

@@ -1,0 +1,59 @@
+"""The run's own log: one JSON line per status interval in ``<run_dir>/timeline.jsonl``.
+
+``online-distill up`` appends a record every status line; ``online-distill report`` draws
+the run from it (with the weights store's ``verdicts.jsonl`` and ``promotions.jsonl``), so a
+user without Prometheus or Grafana still sees the story. Fields (any may be null):
+``at`` (unix s), ``elapsed_s``, ``prompts_sent``, ``labeled``, ``prompt_lag``, ``label_lag``,
+``step``, ``loss``, ``served_version``, ``served_scores`` ({probe: exact-match}),
+``freshness_s``, ``promoted``, ``refused``, ``kl``, ``agreement``, ``demo_drifted``, ``drift``
+(the learner's :meth:`online_distill.learner.drift.DriftMonitor.snapshot`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+TIMELINE = "timeline.jsonl"
+
+
+def timeline_record(at: float, elapsed_s: float, sent: int, snap: dict[str, Any],
+                    served_version: int | None, served_scores: dict[str, float],
+                    freshness_s: float | None, demo_drifted: bool | None) -> dict[str, Any]:
+    """One record from the supervisor's snapshot of every actor's stats."""
+    teachers = [v for k, v in snap.items() if k.startswith("teacher") and "error" not in v]
+    lags = [t.get("lag", -1) for t in teachers]
+    learner = snap.get("learner", {})
+    live = learner.get("live") or {}
+    counts = snap.get("gate", {}).get("counts", {})
+    label_lag = learner.get("lag")
+    return {
+        "at": at, "elapsed_s": elapsed_s, "prompts_sent": sent,
+        "labeled": sum(t.get("labeled", 0) for t in teachers),
+        "prompt_lag": sum(lags) if lags and min(lags) >= 0 else None,
+        "label_lag": label_lag if isinstance(label_lag, int) and label_lag >= 0 else None,
+        "step": learner.get("step"), "loss": _finite(learner.get("loss")),
+        "served_version": served_version, "served_scores": served_scores,
+        "freshness_s": freshness_s, "promoted": counts.get("promoted", 0),
+        "refused": counts.get("refused", 0), "kl": _finite(live.get("kl")),
+        "agreement": _finite(live.get("agreement")), "demo_drifted": demo_drifted,
+        "drift": learner.get("drift"),
+    }
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+class TimelineWriter:
+    """Appends records to ``<run_dir>/timeline.jsonl`` (flushed per line)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / TIMELINE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
