@@ -22,7 +22,7 @@ import torch
 
 from online_distill.config import load_config
 from online_distill.critics import build_critics
-from online_distill.learner.stage import LearnerStage
+from online_distill.learner.build import assemble_stage
 from online_distill.learner.trainer import Learner
 from online_distill.messages import PromptMessage, encode
 from online_distill.models.loader import load_model
@@ -59,9 +59,9 @@ def run_row(name: str, ood_on: bool, critics_on: bool, args: argparse.Namespace,
     student, stok = load_model(DEMO_STUDENT_DIR)
     learner = Learner(student, cfg.learner, pad_id=int(stok.pad_token_id or 0))
     critics = build_critics(cfg)
-    lstage = LearnerStage(MemorySource(log, [L], group="learner"), learner, cfg.learner,
-                          DeadLetterWriter(sink, D, "l"), sink,
-                          critic=critics.filter if critics else None, max_wait_s=0.0)
+    lstage = assemble_stage(MemorySource(log, [L], group="learner"), learner, cfg.learner,
+                            DeadLetterWriter(sink, D, "l"),
+                            critic=critics.filter if critics else None, max_wait_s=0.0)
     clock = [0.0]
     ood = None
     if ood_on:

@@ -1,25 +1,19 @@
 """Live prompts held out of training so the evaluation gate can score today's traffic.
 
-Whether a prompt is held out depends only on its id (a hash), so the learner (which skips
-it) and the gate (which keeps it as a probe) agree without talking to each other, across
-restarts and any number of processes.
+Whether a prompt is held out depends only on its id
+(:func:`online_distill.messages.holdout.held_out`), so the learner and the gate agree
+without talking to each other.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Iterable
 
 from online_distill.messages import LabeledExample
+from online_distill.messages.holdout import held_out
 
-
-def held_out(prompt_id: str, share: float) -> bool:
-    """True for a stable ``share`` of prompt ids (0 holds out nothing)."""
-    if share <= 0:
-        return False
-    digest = hashlib.blake2b(prompt_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64 < share
+__all__ = ["HoldoutBuffer", "held_out"]
 
 
 class HoldoutBuffer:

@@ -4,26 +4,36 @@ learner (:mod:`online_distill.actors.learner_train`). No Ray here."""
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from transformers import PreTrainedTokenizerBase
 
-from online_distill.config import Config
+from online_distill.config import Config, LearnerConfig
 from online_distill.critics import CriticChain, build_critics
 from online_distill.learner.drift import DriftMonitor
 from online_distill.learner.drift_reference import ReferenceEnergy
+from online_distill.learner.intake import Critic, ExampleFilter, Intake
 from online_distill.learner.lockstep import SingleSync, StepSync
+from online_distill.learner.observers import (
+    AuditLog,
+    DriftObserver,
+    LiveSignalsObserver,
+    StepObserver,
+)
 from online_distill.learner.self_distill import SelfDistiller
-from online_distill.learner.stage import LearnerStage
-from online_distill.learner.stats import prompt_time_metrics
+from online_distill.learner.stage import LearnerStage, Publication, Publisher
+from online_distill.learner.stats import LearnerSnapshot
 from online_distill.learner.trainer import Learner
+from online_distill.messages.holdout import held_out
 from online_distill.metrics import DriftMetrics, LearnerMetrics, StageMetrics
 from online_distill.models.loader import load_causal_lm, load_tokenizer
 from online_distill.models.paths import ensure_dir, student_path, teacher_path
-from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
-from online_distill.streams.offsets import offsets_to_json
+from online_distill.streams import DeadLetterWriter, MessageSink, MessageSource
 from online_distill.teachers.factory import build_teacher
 from online_distill.weights.store import LocalWeightsStore, store_for
 
@@ -42,38 +52,26 @@ class LearnerParts:
     tokenizer: PreTrainedTokenizerBase
     learner: Learner
     stage: LearnerStage
-    source: KafkaSource
-    sink: KafkaSink
+    source: MessageSource
+    sink: MessageSink
     dead_letters: DeadLetterWriter
     critics: CriticChain | None
     drift: DriftMonitor
     store: LocalWeightsStore
     published: list[int] = field(default_factory=list)
 
-    def publish(self, learner: Learner) -> None:
-        last = self.stage.stats.last_step
-        metrics = {"loss": last.loss} if last else {}
-        metrics.update(prompt_time_metrics(self.stage.prompt_times))
-        offsets = offsets_to_json(self.stage.tracker.committable())
-        manifest = self.store.publish(learner.model, self.tokenizer, learner.step, offsets,
-                                      metrics)
+    def publish(self, learner: Learner, what: Publication) -> None:
+        manifest = self.store.publish(learner.model, self.tokenizer, learner.step,
+                                      what.offsets, what.metrics)
         self.published.append(manifest.version)
 
-    def stats(self) -> dict[str, Any]:
-        s, last = self.stage.stats, self.stage.stats.last_step
-        return {"step": self.learner.step, "skipped_steps": self.learner.skipped_steps,
-                "held_out": s.held_out, "critic_dropped": s.critic_dropped,
-                "critics": self.critics.snapshot() if self.critics else None,
-                "self_distilled": s.self_distilled, "by_origin": dict(s.by_origin),
-                "loss": last.loss if last else None, "fresh_trained": s.fresh_trained,
-                "duplicates": s.duplicates, "checkpoints": s.checkpoints,
-                "checkpoint_failures": s.checkpoint_failures,
-                "non_finite_steps": s.non_finite_steps,
-                "non_finite_dropped": s.non_finite_dropped,
-                "published": list(self.published), "pending": len(self.stage.pending),
-                "tokens": last.tokens if last else 0,
-                "train_seconds": s.train_seconds, "trained_tokens": s.trained_tokens,
-                "live": s.last_live, "drift": self.drift.snapshot()}
+    def snapshot(self, lag: int = -1) -> LearnerSnapshot:
+        """This process's state now, with its consumer's ``lag`` (the lag probe's)."""
+        return self.stage.stats.snapshot(
+            step=self.learner.step, skipped_steps=self.learner.skipped_steps,
+            pending=len(self.stage.pending), published=tuple(self.published),
+            critics=dict(self.critics.snapshot()) if self.critics else None,
+            drift=self.drift.snapshot(), lag=lag)
 
 
 class LearnerExporter:
@@ -86,7 +84,7 @@ class LearnerExporter:
         self.learner_metrics = LearnerMetrics(self.registry)
         self.drift_metrics = DriftMetrics(self.registry)
 
-    def update(self, lag_by_topic: Any) -> None:
+    def update(self, lag_by_topic: Mapping[str, int] | None) -> None:
         p = self.parts
         s = p.stage.stats
         self.stage_metrics.update(s.by_topic, {}, p.dead_letters.by_topic, lag_by_topic)
@@ -121,24 +119,59 @@ def build_learner(cfg: Config, bootstrap: str, sync: StepSync | None = None) -> 
                                   top_k=t.top_k_logprobs)
     # The learner restores its offsets from its own checkpoint, so each worker takes its
     # partitions directly (no group membership, no rebalances).
+    from online_distill.streams import KafkaSink, KafkaSource  # Kafka: only when the loop runs
+
     source = KafkaSource(k, bootstrap, "learner", [k.labels_topic], manual_assign=True,
                          shard=(sync.rank, sync.world_size))
     sink = KafkaSink(k, bootstrap, "learner")
     d = cfg.drift
-    drift = DriftMonitor(d.window, d.threshold, d.method,
-                         tail_quantile=cfg.ood.tail_quantile)
+    drift = DriftMonitor(d.window, d.threshold, d.method, tail_quantile=cfg.ood.tail_quantile)
     dead_letters = DeadLetterWriter(sink, k.dead_letter_topic, "learner",
                                     max_message_bytes=k.max_message_bytes)
     parts: LearnerParts
-    stage = LearnerStage(
-        source, learner, lc, dead_letters, sink,
-        publisher=(lambda lr: parts.publish(lr)) if sync.rank == 0 else None,
+    stage = assemble_stage(
+        source, learner, lc, dead_letters,
+        publisher=(lambda lr, what: parts.publish(lr, what)) if sync.rank == 0 else None,
         max_message_bytes=k.max_message_bytes,
         audit_path=ensure_dir(cfg.run_dir) / "trained_ids.log",
         holdout_share=holdout_share(cfg), critic=critics.filter if critics else None,
         self_distiller=distiller, drift=drift,
-        reference_energy=ReferenceEnergy(int(tokenizer.pad_token_id or 0),
-                                         renew_after=4 * d.window))
+        reference=ReferenceEnergy(int(tokenizer.pad_token_id or 0), renew_after=4 * d.window))
     parts = LearnerParts(cfg, tokenizer, learner, stage, source, sink, dead_letters, critics,
                          drift, store_for(cfg))
     return parts
+
+
+def assemble_stage(
+    source: MessageSource,
+    learner: Learner,
+    cfg: LearnerConfig,
+    dead_letters: DeadLetterWriter,
+    *,
+    publisher: Publisher | None = None,
+    max_message_bytes: int = 1 << 20,
+    holdout_share: float = 0.0,
+    critic: Critic | None = None,
+    audit_path: str | Path | None = None,
+    drift: DriftMonitor | None = None,
+    reference: ReferenceEnergy | None = None,
+    self_distiller: SelfDistiller | None = None,
+    max_wait_s: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> LearnerStage:
+    """A learner stage with its intake (decode, dead letters, held out, critics, duplicates)
+    and its step observers (audit log, live signals, drift) wired from plain settings."""
+    stage: LearnerStage
+    keep = ExampleFilter(held_out=functools.partial(held_out, share=holdout_share),
+                         seen=lambda prompt_id: stage.seen(prompt_id), critic=critic)
+    vocab = int(learner.model.get_input_embeddings().num_embeddings)
+    intake = Intake(dead_letters, vocab, max_message_bytes, keep)
+    stage = LearnerStage(source, learner, cfg, intake, dead_letters, publisher=publisher,
+                         self_distiller=self_distiller, max_wait_s=max_wait_s, clock=clock)
+    observers: list[StepObserver] = [LiveSignalsObserver(stage.stats)]
+    if audit_path is not None:
+        observers.append(AuditLog(audit_path))
+    if drift is not None:
+        observers.append(DriftObserver(drift, reference, lambda: learner.model))
+    stage.observers = observers
+    return stage

@@ -50,9 +50,9 @@ from online_distill.critics import CriticChain
 from online_distill.gate import Gate
 from online_distill.gate.holdout import HoldoutBuffer, held_out
 from online_distill.gate.stage import GateStage
+from online_distill.learner.build import assemble_stage
 from online_distill.learner.drift import DriftMonitor
 from online_distill.learner.drift_reference import ReferenceEnergy
-from online_distill.learner.stage import LearnerStage
 from online_distill.learner.trainer import Learner
 from online_distill.messages import (
     DECODE_REASONS,
@@ -638,13 +638,13 @@ def run_learner(records: list[Fuzzed], critic: CriticChain | None, limit: int = 
                             checkpoint_every_steps=1000, publish_every_steps=1000)
         sink = MemorySink(log, max_message_bytes=limit)
         learner = Learner(tiny_model(1), cfg, pad_id=0)
-        stage = LearnerStage(
+        stage = assemble_stage(
             MemorySource(log, [LABELS], group="learner"), learner, cfg,
-            DeadLetterWriter(sink, DLQ, "learner", max_message_bytes=limit), sink,
-            publisher=lambda lr: None,
+            DeadLetterWriter(sink, DLQ, "learner", max_message_bytes=limit),
+            publisher=lambda lr, what: None,
             max_message_bytes=limit, max_wait_s=1.0, clock=lambda: now[0],
             critic=critic.filter if critic else None,
-            drift=DriftMonitor(10, 0.2, "psi"), reference_energy=ReferenceEnergy(0, 40))
+            drift=DriftMonitor(10, 0.2, "psi"), reference=ReferenceEnergy(0, 40))
         while True:
             polled = stage.stats.polled
             now[0] += 2.0  # whatever waits trains on the next call

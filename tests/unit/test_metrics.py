@@ -161,8 +161,9 @@ def test_timeline_record_from_a_snapshot() -> None:
 
 
 def test_report_reads_the_files_the_loop_writes() -> None:
-    from online_distill import report_data, timeline, weights
+    from online_distill.report import run_log, timeline
+    from online_distill.weights import store
 
-    assert report_data.VERDICTS == weights.VERDICTS
-    assert report_data.PROMOTIONS == weights.HISTORY
-    assert report_data.TIMELINE == timeline.TIMELINE
+    assert run_log.VERDICTS == store.VERDICTS
+    assert run_log.PROMOTIONS == store.HISTORY
+    assert run_log.TIMELINE == timeline.TIMELINE

@@ -6,6 +6,7 @@ import pytest
 
 from online_distill.config import LearnerConfig, TeacherConfig
 from online_distill.gate.holdout import held_out
+from online_distill.learner.build import assemble_stage
 from online_distill.learner.stage import LearnerStage
 from online_distill.learner.trainer import Learner
 from online_distill.messages import LabeledExample, PromptMessage, decode, encode
@@ -139,10 +140,11 @@ def learner_stage(log: MemoryLog, tmp_path, clock, holdout_share: float = 0.0, *
                             "checkpoint_every_steps": 1, "checkpoint_dir": str(tmp_path),
                             "publish_every_steps": 2, **cfg})
     sink = MemorySink(log)
-    return LearnerStage(MemorySource(log, [LABELS], group="learner"),
-                        Learner(tiny_model(1), lcfg, pad_id=0), lcfg,
-                        DeadLetterWriter(sink, DLQ, "learner"), sink, publisher=lambda lr: None,
-                        max_wait_s=1.0, clock=clock, holdout_share=holdout_share)
+    return assemble_stage(MemorySource(log, [LABELS], group="learner"),
+                          Learner(tiny_model(1), lcfg, pad_id=0), lcfg,
+                          DeadLetterWriter(sink, DLQ, "learner"),
+                          publisher=lambda lr, what: None, max_wait_s=1.0, clock=clock,
+                          holdout_share=holdout_share)
 
 
 def test_learner_trains_every_example_once_and_resumes_exactly(backend, tmp_path) -> None:

@@ -1,0 +1,92 @@
+"""What the learner stage takes in: a record becomes a trainable example, or a reason not to.
+
+Two kinds of "no":
+- the record is bad (it does not decode, or the student cannot take it: token ids outside
+  its vocabulary, tokens without a top-k): it goes to the dead-letter topic;
+- the example is good but not for training now: held out for the gate's probe, dropped by
+  the critics, empty, or a prompt id already trained (at-least-once delivery).
+Either way the record is *done* for the offset tracker: its offset may be committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from online_distill.messages import LabeledExample
+from online_distill.streams import DeadLetterWriter, Record, decode_or_dead_letter
+
+DropReason = Literal["held_out", "critic_dropped", "empty", "duplicates"]
+"""Why a good example is not trained (each is a counter of the stage's stats)."""
+
+Critic = Callable[[LabeledExample], LabeledExample | None]
+"""The critic chain's filter: the example with its passing pseudo-targets, or None."""
+
+
+def untrainable(ex: LabeledExample, vocab: int) -> str | None:
+    """Why the student (``vocab`` token ids) cannot take ``ex``, or None.
+
+    A token id outside its vocabulary (labels made with another tokenizer) would fail the
+    forward; tokens without a top-k (k = 0) leave nothing to distil (the loss needs k >= 1).
+    """
+    fields: list[tuple[str, Sequence[int]]] = [("prompt_token_ids", ex.prompt_token_ids)]
+    for i, pt in enumerate(ex.pseudo_targets):
+        if pt.num_tokens and not pt.k:
+            return (f"pseudo_targets[{i}] has {pt.num_tokens} tokens but no top-k "
+                    "log-probabilities (k = 0); label with teacher.top_k_logprobs >= 1")
+        topk = [t for row in pt.topk_ids for t in row]
+        fields += [(f"pseudo_targets[{i}].token_ids", pt.token_ids),
+                   (f"pseudo_targets[{i}].topk_ids", topk)]
+    for name, ids in fields:
+        top = max(ids, default=-1)
+        if top >= vocab:
+            return (f"{name} holds token id {top}, outside the student's vocabulary of "
+                    f"{vocab}; the teacher must label with the student's tokenizer")
+    return None
+
+
+class ExampleFilter:
+    """Held out, critics, empty, duplicate: in that order, the first that applies wins.
+
+    ``held_out``: the gate's rule on prompt ids (passed in, so the learner does not import
+    the gate); ``seen``: whether a prompt id was trained or is waiting already.
+    """
+
+    def __init__(self, held_out: Callable[[str], bool], seen: Callable[[str], bool],
+                 critic: Critic | None = None) -> None:
+        self.held_out, self.seen, self.critic = held_out, seen, critic
+
+    def __call__(self, ex: LabeledExample) -> tuple[LabeledExample | None, DropReason | None]:
+        """``(example to train, None)`` or ``(None, why not)``; the critics may return the
+        example with fewer pseudo-targets."""
+        if self.held_out(ex.prompt_id):
+            return None, "held_out"
+        if self.critic is not None and (kept := self.critic(ex)) is None:
+            return None, "critic_dropped"  # counted by reason in the critics' own stats
+        ex = kept if self.critic is not None and kept is not None else ex
+        if ex.num_labeled_tokens == 0:
+            return None, "empty"
+        if self.seen(ex.prompt_id):
+            return None, "duplicates"
+        return ex, None
+
+
+class Intake:
+    """Decode a record, dead-letter it if bad, filter the example: one call per record."""
+
+    def __init__(self, dead_letters: DeadLetterWriter, vocab: int, max_message_bytes: int,
+                 keep: ExampleFilter) -> None:
+        self.dead_letters, self.vocab = dead_letters, vocab
+        self.max_message_bytes, self.keep = max_message_bytes, keep
+
+    def __call__(self, rec: Record) -> tuple[LabeledExample | None, DropReason | None]:
+        """``(example, None)`` to train; ``(None, reason)`` for a good example not trained;
+        ``(None, None)`` for a record sent to the dead-letter topic."""
+        ex = decode_or_dead_letter(rec, LabeledExample, self.dead_letters,
+                                   self.max_message_bytes)
+        if ex is None:
+            return None, None
+        if (why := untrainable(ex, self.vocab)) is not None:
+            self.dead_letters.send(rec, why, "untrainable")
+            return None, None
+        return self.keep(ex)
