@@ -6,7 +6,7 @@ from online_distill.config import Config
 from online_distill.gate.gate import ROLLING, Gate
 from online_distill.gate.holdout import HoldoutBuffer
 from online_distill.gate.probes import LabelProbe, Probe, TaskProbe
-from online_distill.weights.store import LocalWeightsStore
+from online_distill.weights import WeightsStore
 
 
 def build_holdout(cfg: Config) -> HoldoutBuffer:
@@ -16,7 +16,7 @@ def build_holdout(cfg: Config) -> HoldoutBuffer:
     return HoldoutBuffer(g.rolling_holdout_share, fixed, g.rolling_probe_size)
 
 
-def build_gate(cfg: Config, store: LocalWeightsStore, holdout: HoldoutBuffer) -> Gate:
+def build_gate(cfg: Config, store: WeightsStore, holdout: HoldoutBuffer) -> Gate:
     """The demo gates on its head and tail problems plus the rolling held-out traffic;
     any other task on a frozen and a rolling set of held-out traffic."""
     g = cfg.gate

@@ -31,7 +31,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from online_distill.gate.probes import HIGHER_IS_BETTER, ItemScores, Probe
-from online_distill.weights.store import LocalWeightsStore
+from online_distill.weights import WeightsStore
 
 log = logging.getLogger("online_distill.gate")
 
@@ -114,7 +114,7 @@ def finite_weights(model: PreTrainedModel) -> bool:
 class Gate:
     """Decides, for each new version in ``store``, whether it replaces the served one."""
 
-    def __init__(self, store: LocalWeightsStore, probes: Sequence[Probe], tolerance: float,
+    def __init__(self, store: WeightsStore, probes: Sequence[Probe], tolerance: float,
                  nll_tolerance: float, confidence: float = 0.95, enabled: bool = True,
                  device: str = "cpu", fixed_slack: float = 1.0) -> None:
         self.store, self.probes = store, list(probes)

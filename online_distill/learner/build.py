@@ -35,7 +35,7 @@ from online_distill.models.loader import load_causal_lm, load_tokenizer
 from online_distill.models.paths import ensure_dir, student_path, teacher_path
 from online_distill.streams import DeadLetterWriter, MessageSink, MessageSource
 from online_distill.teachers.factory import build_teacher
-from online_distill.weights.store import LocalWeightsStore, store_for
+from online_distill.weights import WeightsStore, store_for
 
 
 def holdout_share(cfg: Config) -> float:
@@ -57,7 +57,7 @@ class LearnerParts:
     dead_letters: DeadLetterWriter
     critics: CriticChain | None
     drift: DriftMonitor
-    store: LocalWeightsStore
+    store: WeightsStore
     published: list[int] = field(default_factory=list)
 
     def publish(self, learner: Learner, what: Publication) -> None:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from transformers import (
@@ -22,38 +21,50 @@ from online_distill.config import OODConfig
 from online_distill.models.loader import load_model
 from online_distill.models.scores import prompt_scores
 from online_distill.teachers.protocol import LabelRequest, TeacherBackend
-from online_distill.weights.store import LocalWeightsStore
+from online_distill.weights import PromotedFollower, WeightsStore
 
 
 class StudentEnergyScorer:
-    """Callable: prompt texts -> energies under the served student version."""
+    """Callable: prompt texts -> energies under the served student version.
 
-    def __init__(self, store: LocalWeightsStore, initial_path: str, cfg: OODConfig,
+    Checks the promoted version at most every ``refresh_s``; a version that does not load
+    leaves the previous student scoring (:class:`PromotedFollower`'s policy).
+    """
+
+    def __init__(self, store: WeightsStore, initial_path: str, cfg: OODConfig,
                  refresh_s: float = 5.0, teacher: PreTrainedModel | None = None) -> None:
         self.store, self.cfg, self.refresh_s = store, cfg, refresh_s
         self.teacher = teacher  # for ood.score=nll_gap
-        self.version: int | None = None
-        self.model, self.tokenizer = load_model(initial_path)
-        self._checked = 0.0
+        self.follower: PromotedFollower[tuple[PreTrainedModel, PreTrainedTokenizerBase]] = (
+            PromotedFollower(store, store.load, initial=load_model(initial_path),
+                             min_interval_s=refresh_s, name="ood scorer"))
+
+    @property
+    def version(self) -> int | None:
+        """The served version scoring now (None: still the starting student)."""
+        return self.follower.version
+
+    @property
+    def model(self) -> PreTrainedModel:
+        return self._loaded()[0]
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self._loaded()[1]
+
+    def _loaded(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        value = self.follower.value
+        assert value is not None  # the starting student is the follower's initial value
+        return value
 
     def refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < self.refresh_s:
-            return
-        self._checked = now
-        promoted = self.store.promoted()
-        if promoted is None or promoted == self.version:
-            return
-        try:
-            self.model, self.tokenizer = self.store.load(promoted)
-        except (OSError, ValueError):  # pruned meanwhile: try the next one later
-            return
-        self.version = promoted
+        self.follower.poll()
 
     def __call__(self, texts: list[str]) -> list[float]:
         self.refresh()
-        ids = [self.tokenizer(t).input_ids for t in texts]
-        return prompt_scores(self.model, ids, int(self.tokenizer.pad_token_id or 0),
+        model, tokenizer = self._loaded()  # one version for the whole batch
+        ids = [tokenizer(t).input_ids for t in texts]
+        return prompt_scores(model, ids, int(tokenizer.pad_token_id or 0),
                              self.cfg.score, self.cfg.energy_temperature,
                              self.cfg.energy_aggregate, teacher=self.teacher)
 

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from online_distill.serving.validation import ApiError
-from online_distill.weights.store import LocalWeightsStore
+from online_distill.weights import WeightsStore
 from online_distill.weights.table import version_rows
 
 log = logging.getLogger("online_distill.serving.admin")
@@ -45,7 +45,7 @@ BY = "admin-api"
 class AdminService:
     """Authorises admin requests and runs them on the weights store every replica shares."""
 
-    def __init__(self, store: LocalWeightsStore, token_env: str,
+    def __init__(self, store: WeightsStore, token_env: str,
                  environ: Mapping[str, str] | None = None) -> None:
         self.store, self.token_env = store, token_env
         self.environ = os.environ if environ is None else environ

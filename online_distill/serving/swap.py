@@ -9,6 +9,8 @@ switch at that same moment, so a client routed between replicas never sees its v
 backwards. A request that arrives after the moment on a replica that has not finished
 loading waits for the load (bounded by ``wait_s``) rather than answer with the old version.
 A request keeps the engine it took until it finishes: no request fails during a swap.
+Following the pointer, and a version that does not load (the old engine keeps serving; counted
+and logged once; retried), is :class:`online_distill.weights.follow.PromotedFollower`'s job.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from online_distill.serving.engine import CompletionEngine
-from online_distill.weights.store import LocalWeightsStore
+from online_distill.weights import PromotedFollower, WeightsStore
 
 log = logging.getLogger("online_distill.serving")
 
@@ -30,6 +32,7 @@ log = logging.getLogger("online_distill.serving")
 class SwapStats:
     swaps: int = 0
     failed_loads: int = 0
+    """Promoted versions that did not load (each once, however often retried)."""
     last_load_seconds: float = 0.0
     last_swap_at: float = 0.0
     """Unix time of the last switch."""
@@ -48,12 +51,14 @@ class _Staged:
 class ModelSlot:
     """The engine a replica serves from, swapped in place on promotion."""
 
-    def __init__(self, store: LocalWeightsStore, served_model_name: str, device: str = "cpu",
+    def __init__(self, store: WeightsStore, served_model_name: str, device: str = "cpu",
                  wait_s: float = 10.0, clock: Callable[[], float] = time.time) -> None:
         self.store, self.served_model_name, self.device = store, served_model_name, device
         self.wait_s, self.clock = wait_s, clock
         self.engine: CompletionEngine | None = None
         self.stats = SwapStats()
+        # Its version is the one staged, or else the one serving: a promotion is loaded once.
+        self.follower = PromotedFollower(store, self._load, name="serve replica")
         self._staged: _Staged | None = None
         self._target: tuple[int, float] | None = None  # promoted and not yet staged
         self._loaded = threading.Condition()
@@ -64,34 +69,41 @@ class ModelSlot:
         return engine.version if engine is not None else None
 
     def refresh(self) -> bool:
-        """Watcher side: stage the promoted version if it is new; True when one was staged."""
-        version, effective_at = self.store.promotion()
-        staged = self._staged
-        if version is None or version == (staged.engine.version if staged else self.version):
+        """Watcher side: stage the promoted version if it is new; True when one was staged.
+
+        Which version, and what happens when it does not load (the old engine keeps
+        serving, counted and logged once, retried at the next poll), is the follower's.
+        """
+        staged = self.follower.poll()
+        self.stats.failed_loads = self.follower.load_failures
+        if not staged:
             return False
         with self._loaded:
-            self._target = (version, effective_at)
-        started = time.monotonic()
-        try:
-            model, tokenizer = self.store.load(version, self.device)
-        except Exception as exc:  # noqa: BLE001 - keep serving; retried at the next poll
-            self.stats.failed_loads += 1
-            log.warning("could not load promoted v%d (%s: %s); still serving v%s",
-                        version, type(exc).__name__, exc, self.version)
-            with self._loaded:
-                self._target = None
-                self._loaded.notify_all()
-            return False
-        engine = CompletionEngine(model, tokenizer, version, self.served_model_name)
-        self.stats.last_load_seconds = time.monotonic() - started
-        self.stats.load_seconds.append(self.stats.last_load_seconds)
-        with self._loaded:
-            self._staged = _Staged(engine, effective_at)
+            self._staged = self.follower.value
             self._target = None
             self._loaded.notify_all()
         if self.engine is None:
             self.current()  # the first version serves at once: anything beats nothing
         return True
+
+    def _load(self, version: int) -> _Staged:
+        """Load ``version`` beside the serving engine. Requests past its moment wait for
+        the load (``_target``) until it is staged, or until it fails."""
+        effective_at = self.follower.promotion[1]
+        with self._loaded:
+            self._target = (version, effective_at)
+        started = time.monotonic()
+        try:
+            model, tokenizer = self.store.load(version, self.device)
+            engine = CompletionEngine(model, tokenizer, version, self.served_model_name)
+        except BaseException:
+            with self._loaded:  # nothing to wait for: the old engine answers
+                self._target = None
+                self._loaded.notify_all()
+            raise
+        self.stats.last_load_seconds = time.monotonic() - started
+        self.stats.load_seconds.append(self.stats.last_load_seconds)
+        return _Staged(engine, effective_at)
 
     def current(self) -> CompletionEngine | None:
         """Request side: the engine to answer with now (switching when its moment came)."""

@@ -29,9 +29,9 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from transformers import (
     PreTrainedModel,
@@ -41,46 +41,21 @@ from transformers import (
 from online_distill.config import Config
 from online_distill.models.loader import load_model
 from online_distill.weights.atomic import commit_dir, write_atomic
+from online_distill.weights.protocol import Manifest, WeightsStore
 
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 PROMOTED = "PROMOTED"
 HISTORY = "promotions.jsonl"
 VERDICT = "gate.json"
 VERDICTS = "verdicts.jsonl"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What a version is: where it came from and how far the stream had been read."""
-
-    version: int
-    parent: int | None
-    learner_step: int
-    offsets: dict[str, int] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    created_at: float = field(default_factory=time.time)
-
-
-class WeightsStore(Protocol):
-    """Where students are published and read from."""
-
-    def publish(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                learner_step: int, offsets: dict[str, int] | None = None,
-                metrics: dict[str, float] | None = None) -> Manifest: ...
-
-    def versions(self) -> list[int]: ...
-
-    def manifest(self, version: int) -> Manifest: ...
-
-    def path(self, version: int) -> Path: ...
-
-    def promoted(self) -> int | None: ...
-
-    def promote(self, version: int, reason: str = "gate", by: str = "gate") -> None: ...
+__all__ = ["HISTORY", "PROMOTED", "VERDICT", "VERDICTS", "LocalWeightsStore", "Manifest",
+           "WeightsStore", "store_for"]  # Manifest and WeightsStore live in protocol.py
 
 
 class LocalWeightsStore:
     """A :class:`WeightsStore` in a local (or mounted) directory."""
+
+    root: Path
 
     def __init__(self, root: str | Path, swap_delay_s: float = 0.0) -> None:
         self.root = Path(root)
@@ -97,6 +72,7 @@ class LocalWeightsStore:
         return sorted(out)
 
     def latest(self) -> int | None:
+        """The newest published version, or None when there is none."""
         versions = self.versions()
         return versions[-1] if versions else None
 
@@ -200,6 +176,7 @@ class LocalWeightsStore:
             f.write(json.dumps(verdict) + "\n")
 
     def verdict(self, version: int) -> dict[str, Any] | None:
+        """The gate's verdict on ``version``, or None before it is judged."""
         path = self.path(version) / VERDICT
         return json.loads(path.read_text()) if path.is_file() else None
 
@@ -218,6 +195,7 @@ class LocalWeightsStore:
         return doomed
 
     def manifests(self) -> list[dict[str, Any]]:
+        """Every kept version's manifest as a dict, oldest first."""
         return [asdict(self.manifest(v)) for v in self.versions()]
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from online_distill.weights.store import LocalWeightsStore
+from online_distill.weights.protocol import WeightsStore
 
 PRIMARY = ("exact_match", "agreement")
 
 
-def version_rows(store: LocalWeightsStore) -> list[dict[str, Any]]:
+def version_rows(store: WeightsStore) -> list[dict[str, Any]]:
     """One dict per kept version: manifest, verdict and whether it is served."""
     promoted = store.promoted()
     rows = []
@@ -30,7 +30,7 @@ def _score(scores: dict[str, float]) -> str:
     return "-"
 
 
-def format_versions(store: LocalWeightsStore) -> str:
+def format_versions(store: WeightsStore) -> str:
     rows = version_rows(store)
     if not rows:
         return f"no versions in {store.root} yet"

@@ -24,7 +24,12 @@ def test_slot_stages_a_promotion_and_switches_at_its_moment(tmp_path) -> None:
     skew[0] = 6.0
     assert slot.current().version == 2 and slot.stats.swaps == 2
     store.promote(3)
-    (store.path(3) / "model.safetensors").unlink()  # a version that cannot load
+    weights = store.path(3) / "model.safetensors"
+    weights.rename(tmp_path / "aside.safetensors")  # a version that cannot load
     assert not slot.refresh() and slot.stats.failed_loads == 1
+    assert not slot.refresh() and slot.stats.failed_loads == 1  # retried, counted once
     skew[0] = 12.0
+    assert slot._target is None  # nothing loading: a request does not wait for v3
     assert slot.current().version == 2  # keeps serving the old one
+    (tmp_path / "aside.safetensors").rename(weights)  # repaired: the next poll stages it
+    assert slot.refresh() and slot.current().version == 3 and slot.stats.swaps == 3

@@ -71,3 +71,16 @@ def test_rollback_walks_back_through_promotions_and_load_reads_only_safetensors(
     (store.path(4) / "model.safetensors").rename(store.path(4) / "pytorch_model.bin")
     with pytest.raises(OSError):
         store.load(4)  # a pickle file is never read
+
+
+def test_the_local_store_has_every_method_of_the_protocol_with_its_signature() -> None:
+    import inspect
+
+    from online_distill.weights import WeightsStore
+
+    names = [n for n, v in vars(WeightsStore).items()
+             if not n.startswith("_") and inspect.isfunction(v)]
+    assert {"latest", "load", "promotion", "verdict", "prune", "rollback_target"} <= set(names)
+    for name in names:
+        assert (inspect.signature(getattr(LocalWeightsStore, name))
+                == inspect.signature(getattr(WeightsStore, name))), name
