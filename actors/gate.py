@@ -16,11 +16,11 @@ from prometheus_client import CollectorRegistry
 from online_distill.config import config_from_dict
 from online_distill.gate import build_gate
 from online_distill.gate.build import build_holdout
-from online_distill.gate.stage import GateStage
+from online_distill.gate.stage import GateSnapshot, GateStage
 from online_distill.metrics import GateMetrics, StageMetrics, drain
 from online_distill.streams import KafkaSource
 from online_distill.streams.running import LagProbe, LoopThread
-from online_distill.weights.store import store_for
+from online_distill.weights import PromotedFollower, store_for
 
 
 @ray.remote
@@ -39,22 +39,23 @@ class GateActor:
         registry = CollectorRegistry()
         self.stage_metrics = StageMetrics(registry, "gate")
         self.gate_metrics = GateMetrics(registry)
-        self._served: tuple[int | None, dict[str, Any], float | None] = (None, {}, None)
+        self.served: PromotedFollower[tuple[dict[str, Any], float | None]] = (
+            PromotedFollower(self.store, self._facts_of, name="gate metrics"))
         self.pusher = start_pusher(self.cfg, "gate", registry, self._update_metrics)
         self.loop = LoopThread("gate", self.stage.run_once, after_step=self.lag.poll)
 
     def _served_facts(self) -> tuple[int | None, dict[str, Any], float | None]:
         """The promoted version, its gate scores and its newest trained prompt's time
-        (re-read only when the promoted version changes)."""
-        promoted = self.store.promoted()
-        if promoted is not None and promoted != self._served[0]:
-            try:
-                verdict = self.store.verdict(promoted) or {}
-                newest = self.store.manifest(promoted).metrics.get("prompt_newest_at")
-                self._served = (promoted, verdict.get("scores", {}), newest)
-            except FileNotFoundError:  # pruned meanwhile: next time
-                pass
-        return self._served
+        (re-read only when the promoted version changes; the last readable one's until
+        then)."""
+        self.served.poll()
+        scores, newest = self.served.value or ({}, None)
+        return self.served.version, scores, newest
+
+    def _facts_of(self, version: int) -> tuple[dict[str, Any], float | None]:
+        verdict = self.store.verdict(version) or {}
+        return (verdict.get("scores", {}),
+                self.store.manifest(version).metrics.get("prompt_newest_at"))
 
     def _update_metrics(self) -> None:
         promoted, scores, newest = self._served_facts()
@@ -62,13 +63,8 @@ class GateActor:
         self.gate_metrics.update(self.gate.counts, drain(self.gate.recent), promoted,
                                  self.store.latest(), newest, scores, len(self.holdout.rolling))
 
-    def stats(self) -> dict[str, Any]:
-        last = self.gate.last
-        return {"promoted_version": self.store.promoted(), "counts": dict(self.gate.counts),
-                "judged": sum(self.gate.counts.values()),
-                "held_out": self.stage.stats.held_out,
-                "rolling_probe": len(self.holdout.rolling),
-                "last": last.to_dict() if last else None}
+    def stats(self) -> GateSnapshot:
+        return self.stage.snapshot()
 
     def stop(self) -> None:
         self.loop.stop()

@@ -12,6 +12,7 @@ from online_distill.actors.metrics import start_pusher
 
 from online_distill.config import config_from_dict
 from online_distill.learner.build import LearnerExporter, build_learner
+from online_distill.learner.stats import LearnerSnapshot
 from online_distill.streams.running import LagProbe, LoopThread
 
 
@@ -30,8 +31,8 @@ class LearnerActor:
                                    lambda: self.exporter.update(self.lag.by_topic))
         self.loop = LoopThread("learner", self.stage.run_once, after_step=self.lag.poll)
 
-    def stats(self) -> dict[str, Any]:
-        return {**self.parts.stats(), "lag": self.lag.total}
+    def stats(self) -> LearnerSnapshot:
+        return self.parts.snapshot(lag=self.lag.total)
 
     def trained_ids(self) -> list[str]:
         return list(self.stage.trained_ids)

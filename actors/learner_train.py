@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ from online_distill.actors.metrics import start_pusher
 from online_distill.config import Config, config_from_dict
 from online_distill.learner.build import LearnerExporter, LearnerParts, build_learner
 from online_distill.learner.lockstep import TorchSync
+from online_distill.learner.stats import LearnerSnapshot, WorkerReport
 from online_distill.models.device import resolve_device
+from online_distill.report.snapshot import Restarting
 from online_distill.streams.running import LagProbe
 
 log = logging.getLogger("online_distill.learner_train")
@@ -48,7 +51,7 @@ class LearnerJob:
 
     def __init__(self, cfg: dict[str, Any], bootstrap: str, threads: int = 1) -> None:
         self.cfg = config_from_dict(cfg)
-        self.reports: dict[int, dict[str, Any]] = {}
+        self.reports: dict[int, WorkerReport] = {}
         self.pids: dict[int, int] = {}
         self.starts = 0
         """Worker-group starts (1 + the restarts after a failure)."""
@@ -91,8 +94,8 @@ class LearnerJob:
             self.starts += 1
         self.pids[rank] = pid
 
-    def report(self, rank: int, stats: dict[str, Any]) -> None:
-        self.reports[rank] = stats
+    def report(self, rank: int, report: WorkerReport) -> None:
+        self.reports[rank] = report
 
     def stop_requested(self) -> bool:
         return self._stop
@@ -101,16 +104,18 @@ class LearnerJob:
     def worker_pids(self) -> dict[int, int]:
         return dict(self.pids)
 
-    def stats(self) -> dict[str, Any]:
-        """Rank 0's stats, plus every worker's step and the group's restarts."""
-        out = dict(self.reports.get(0, {}))
-        out["workers"] = {r: s.get("step") for r, s in sorted(self.reports.items())}
-        out["restarts"] = max(0, self.starts - 1)
+    def stats(self) -> LearnerSnapshot | Restarting:
+        """Rank 0's snapshot, with every worker's step and the group's restarts; Restarting
+        before rank 0's first report, or with the error once the job failed."""
         if self.error:
-            out["error"] = self.error
-        return out
+            return Restarting(self.error)
+        first = self.reports.get(0)
+        if first is None:
+            return Restarting("no report from rank 0 yet")
+        return replace(first.snapshot, restarts=max(0, self.starts - 1),
+                       workers={r: w.snapshot.step for r, w in sorted(self.reports.items())})
 
-    def worker_stats(self) -> dict[int, dict[str, Any]]:
+    def worker_stats(self) -> dict[int, WorkerReport]:
         return dict(self.reports)
 
     def trained_ids(self) -> list[str]:
@@ -177,11 +182,10 @@ def _loop(parts: LearnerParts, job: Any, rank: int, lag: LagProbe, losses: list[
 
 
 def _report(parts: LearnerParts, lag: LagProbe, losses: list[float], digest: bool = False
-            ) -> dict[str, Any]:
-    out = {**parts.stats(), "lag": lag.total, "losses": losses[-1000:]}
-    if digest:  # at the end only: hashing a large model takes a while
-        out["param_digest"] = _digest(parts.learner.model)
-    return out
+            ) -> WorkerReport:
+    # The digest at the end only: hashing a large model takes a while.
+    return WorkerReport(parts.snapshot(lag=lag.total), tuple(losses[-1000:]),
+                        _digest(parts.learner.model) if digest else None)
 
 
 def _digest(model: torch.nn.Module) -> str:

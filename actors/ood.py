@@ -20,6 +20,7 @@ from online_distill.models.paths import student_path, teacher_path
 from online_distill.ood import feedback_format
 from online_distill.ood.callouts import StudentEnergyScorer, TeacherPromptWriter
 from online_distill.ood.stage import OODStage
+from online_distill.ood.stats import OODSnapshot
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
 from online_distill.streams.running import LagProbe, LoopThread
 from online_distill.teachers.factory import build_teacher
@@ -60,12 +61,8 @@ class OODActor:
                                   self.dead_letters.by_topic, self.lag.by_topic)
         self.ood_metrics.update(s)
 
-    def stats(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        out = asdict(self.stage.stats)
-        out["student_version"] = self.scorer.version
-        return out
+    def stats(self) -> OODSnapshot:
+        return self.stage.stats.snapshot(student_version=self.scorer.version)
 
     def stop(self) -> None:
         self.loop.stop()

@@ -18,6 +18,7 @@ from online_distill.actors.learner import LearnerActor
 from online_distill.actors.teacher import TeacherActor
 
 from online_distill.config import Config, ConfigError, config_to_dict
+from online_distill.report.snapshot import LoopSnapshot, Restarting
 from online_distill.streams import EmbeddedBroker, ensure_topics
 
 log = logging.getLogger("online_distill.supervisor")
@@ -39,7 +40,7 @@ class Loop:
 
 
 class Supervisor:
-    """Starts and stops the whole loop; :meth:`snapshot` gathers the actors' stats."""
+    """Starts and stops the whole loop; :meth:`snapshot` gathers the actors' snapshots."""
 
     def __init__(self, cfg: Config, threads_per_actor: int = 1) -> None:
         self.cfg = cfg
@@ -118,23 +119,25 @@ class Supervisor:
         log.info("Prometheus metrics of every loop process at %s", url)
         return hub, url
 
-    def snapshot(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        """Stats of every actor; an actor that is restarting reports {"error": ...}."""
+    def snapshot(self, timeout_s: float = 10.0) -> LoopSnapshot:
+        """Every actor's snapshot; one that is restarting (or gives no answer within
+        ``timeout_s``) is a :class:`Restarting`."""
         assert self.loop is not None
-        refs = {f"teacher-{i}": a.stats.remote() for i, a in enumerate(self.loop.teachers)}
-        refs["learner"] = self.loop.learner.stats.remote()
-        refs["gate"] = self.loop.gate.stats.remote()
-        if self.loop.ood is not None:
-            refs["ood"] = self.loop.ood.stats.remote()
-        out: dict[str, Any] = {}
+        teachers = [a.stats.remote() for a in self.loop.teachers]
+        learner, gate = self.loop.learner.stats.remote(), self.loop.gate.stats.remote()
+        ood = self.loop.ood.stats.remote() if self.loop.ood is not None else None
+        refs = [*teachers, learner, gate, *([ood] if ood is not None else [])]
         # One wait over all refs: an actor in restart must not stall the status line.
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
-        for name, ref in refs.items():
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+
+        def answer(ref: Any) -> Any:
             try:
-                out[name] = ray.get(ref) if ref in ready else {"error": "no answer"}
+                return ray.get(ref) if ref in ready else Restarting("no answer")
             except Exception as exc:  # noqa: BLE001 - a restarting actor is normal
-                out[name] = {"error": type(exc).__name__}
-        return out
+                return Restarting(type(exc).__name__)
+
+        return LoopSnapshot(tuple(answer(r) for r in teachers), answer(learner), answer(gate),
+                            answer(ood) if ood is not None else None)
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop the actors (teachers flush and commit, the learner checkpoints), then Ray."""

@@ -20,6 +20,7 @@ from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
 from online_distill.streams.running import LagProbe, LoopThread
 from online_distill.teachers.factory import build_teacher
 from online_distill.teachers.stage import TeacherStage
+from online_distill.teachers.stats import TeacherSnapshot
 
 
 @ray.remote
@@ -53,12 +54,8 @@ class TeacherActor:
                                   self.dead_letters.by_topic, self.lag.by_topic)
         self.teacher_metrics.update(s)
 
-    def stats(self) -> dict[str, Any]:
-        s = self.stage.stats
-        return {"polled": s.polled, "labeled": s.labeled, "dead_lettered": s.dead_lettered,
-                "retries": s.retries, "label_seconds": s.label_seconds,
-                "labeled_tokens": s.labeled_tokens, "lag": self.lag.total,
-                "partitions": self.lag.partitions, "outages": s.outages}
+    def stats(self) -> TeacherSnapshot:
+        return self.stage.stats.snapshot(lag=self.lag.total, partitions=self.lag.partitions)
 
     def stop(self) -> None:
         """Finish the batch in hand (it flushes and commits), then stop."""

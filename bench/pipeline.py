@@ -102,11 +102,11 @@ def run_daemon(overrides: list[str], seconds: float, prefill: int) -> dict:
         finally:
             sup.stop()
             ray.shutdown()
-    lab = last["teacher-0"]["labeled"] - first["teacher-0"]["labeled"]
-    lt = last["learner"]["trained_tokens"] - first["learner"]["trained_tokens"]
-    ls = last["learner"]["train_seconds"] - first["learner"]["train_seconds"]
+    lab = last.teachers[0].labeled - first.teachers[0].labeled
+    lt = last.learner.trained_tokens - first.learner.trained_tokens
+    ls = last.learner.train_seconds - first.learner.train_seconds
     return {"labels_per_s": lab / wall, "learner_tokens_per_s": lt / max(ls, 1e-9),
-            "learner_busy": ls / wall, "prompt_lag": last["teacher-0"].get("lag")}
+            "learner_busy": ls / wall, "prompt_lag": last.teachers[0].lag}
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ def teachers(n: int, seconds: float) -> float:
         actors = [TeacherActor.options(num_cpus=0.5, name=f"teacher-{i}").remote(
             config_to_dict(cfg), broker.bootstrap, 1) for i in range(n)]
         try:
-            return measure(lambda: sum(s["labeled"] for s in ray.get(
+            return measure(lambda: sum(s.labeled for s in ray.get(
                 [a.stats.remote() for a in actors])), 15, seconds)
         finally:
             ray.get([a.stop.remote() for a in actors])
@@ -111,14 +111,14 @@ def learner(workers: int, threads: int, seconds: float, examples: list[LabeledEx
                 plain, broker.bootstrap, threads)
 
             def tokens() -> int:
-                return int(ray.get(actor.stats.remote())["trained_tokens"])
+                return int(ray.get(actor.stats.remote()).trained_tokens)
         else:
             actor = LearnerJob.options(num_cpus=0, name="learner").remote(
                 plain, broker.bootstrap, threads)
 
             def tokens() -> int:
                 stats = ray.get(actor.worker_stats.remote()).values()
-                return sum(int(s.get("trained_tokens", 0)) for s in stats)
+                return sum(int(s.snapshot.trained_tokens) for s in stats)
         try:
             return measure(tokens, 30 if workers > 1 else 15, seconds)
         finally:

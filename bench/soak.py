@@ -137,7 +137,7 @@ def main() -> None:
     def at_end(sup: Any, _out: Outcome) -> None:
         time.sleep(10)  # one more lag probe (every 5 s) after the last commit
         snap = sup.snapshot()
-        lag.update({k: v.get("lag") for k, v in snap.items() if isinstance(v, dict)})
+        lag.update({k: getattr(v, "lag", None) for k, v in snap.by_name().items()})
         sampler.stop.set()
 
     print(f"soak: {args.minutes:g} min, {prompts} prompts at {args.rate:g}/s, "

@@ -11,6 +11,10 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily where used, so `online-distill config` answers at once
+    from online_distill.weights import WeightsStore
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -126,7 +130,7 @@ def _version_and_overrides(args: argparse.Namespace) -> int | None:
     return int(versions[0].lstrip("v")) if versions else None
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _store(args: argparse.Namespace) -> WeightsStore:
     from online_distill.config import load_config
     from online_distill.weights.store import store_for
 

@@ -49,11 +49,13 @@ def produce_file(sink: MessageSink, topic: str, stream: IO[str], flush_every: in
 
 
 class DemoTrafficThread:
-    """Produces demo traffic at ``rate_per_s`` in a background thread until stopped."""
+    """Produces demo traffic at ``rate_per_s`` in a background thread until stopped, or until
+    ``max_prompts`` were sent (0: no limit)."""
 
-    def __init__(self, sink: MessageSink, topic: str, traffic: DemoTraffic, rate_per_s: float
-                 ) -> None:
+    def __init__(self, sink: MessageSink, topic: str, traffic: DemoTraffic, rate_per_s: float,
+                 max_prompts: int = 0) -> None:
         self.sink, self.topic, self.traffic, self.rate = sink, topic, traffic, rate_per_s
+        self.max_prompts = max_prompts
         self.sent = 0
         self.drifted_at: float | None = None
         self._stop = threading.Event()
@@ -67,6 +69,8 @@ class DemoTrafficThread:
         start = time.monotonic()
         while not self._stop.is_set():
             due = int((time.monotonic() - start) * self.rate) - self.sent
+            if self.max_prompts:
+                due = min(due, self.max_prompts - self.sent)
             for _ in range(max(0, due)):
                 item = next(self.traffic)
                 if item.drifted and self.drifted_at is None:

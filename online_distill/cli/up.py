@@ -7,7 +7,8 @@ import logging
 import signal
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -15,10 +16,14 @@ from online_distill.cli.produce import DemoTrafficThread
 from online_distill.cli.status import ProbeWatcher, status_line
 from online_distill.config import Config
 from online_distill.metrics import StageMetrics
+from online_distill.report.snapshot import Restarting
 from online_distill.report.timeline import TimelineWriter, timeline_record
-from online_distill.streams import KafkaSink
 from online_distill.tasks.traffic import DemoTraffic
 from online_distill.weights.store import store_for
+
+if TYPE_CHECKING:
+    from online_distill.gate.stage import GateSnapshot
+    from online_distill.learner.stats import LearnerSnapshot
 
 log = logging.getLogger("online_distill.up")
 
@@ -26,11 +31,28 @@ STOP_STACKS_AFTER_S = 60.0
 """A stop still running after this long prints every thread's stack to stderr."""
 
 
+@dataclass(frozen=True, slots=True)
+class UpSummary:
+    """What ``up`` reports once stopped (:func:`online_distill.cli.status.print_summary`)."""
+
+    prompts_sent: int
+    labeled: int
+    """Prompts labeled by the teachers that answered the last snapshot."""
+    learner: LearnerSnapshot | Restarting
+    gate: GateSnapshot | Restarting
+    student_version: int | None
+    """The served (promoted) version; None: the starting student."""
+    student: dict[str, float]
+    """The served version's exact-match per probe."""
+    seconds: float
+
+
 def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: float = 5.0
-           ) -> dict[str, Any]:
+           ) -> UpSummary:
     """Start the loop, print status lines, stop cleanly on Ctrl-C/SIGTERM or after duration."""
     from online_distill.actors.metrics import start_pusher  # Ray: imported when the loop runs
     from online_distill.actors.supervisor import Supervisor
+    from online_distill.streams import KafkaSink  # kafka-python: only when the loop runs
 
     stop = threading.Event()
     sup = Supervisor(cfg)
@@ -43,7 +65,8 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
         d = cfg.demo
         gen = DemoTraffic(d.traffic_mix, d.drift_mix, d.drift_after_prompts, seed=d.seed)
         traffic = DemoTrafficThread(KafkaSink(cfg.kafka, loop.bootstrap, "demo-traffic"),
-                                    cfg.kafka.prompts_topic, gen, d.traffic_rate_per_s).start()
+                                    cfg.kafka.prompts_topic, gen, d.traffic_rate_per_s,
+                                    max_prompts=d.max_prompts).start()
     pusher = None
     if traffic is not None:  # the demo producer's messages, as stage "producer"
         registry = CollectorRegistry()
@@ -53,8 +76,7 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
                               lambda: produced.update({}, {topic: traffic.sent}, {}, None))
     probe = ProbeWatcher(store_for(cfg))
     timeline = TimelineWriter(cfg.run_dir)
-    start, prev = time.monotonic(), {}
-    snap: dict[str, Any] = {}
+    start, prev = time.monotonic(), dict[str, float]()
     print(f"online-distill up: broker {loop.bootstrap}, {len(loop.teachers)} teacher(s), "
           f"weights in {cfg.gate.weights_dir}"
           + (f", serving {loop.serve_url}/v1/completions" if loop.serve_url else "")
@@ -88,12 +110,8 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
         faulthandler.cancel_dump_traceback_later()
         print(f"stopped in {time.monotonic() - stopping:.1f}s", flush=True)
     probe.refresh()
-    summary = {"prompts_sent": traffic.sent if traffic else 0,
-               "labeled": sum(v.get("labeled", 0) for k, v in snap.items()
-                              if k.startswith("teacher")),
-               "learner": snap.get("learner", {}), "gate": snap.get("gate", {}),
-               "student_version": probe.version,
-               "student": probe.scores, "seconds": time.monotonic() - start}
-    return summary
+    return UpSummary(prompts_sent=traffic.sent if traffic else 0, labeled=snap.labeled,
+                     learner=snap.learner, gate=snap.gate, student_version=probe.version,
+                     student=probe.scores, seconds=time.monotonic() - start)
 
 

@@ -62,6 +62,11 @@ class DemoConfig:
     drift_after_prompts: int = 3000
     """Prompts produced before traffic switches from traffic_mix to drift_mix; 0 never drifts."""
 
+    max_prompts: int = 0
+    """Prompts produced in all before the generator stops (the loop goes on); 0 never stops.
+    A finite stream bounds the work behind it: the learner catches up with all of it, on
+    any machine, however slow."""
+
     duration_s: float = 180.0
     """Seconds the generator runs before it stops producing; 0 runs until stopped."""
 
@@ -73,3 +78,4 @@ class DemoConfig:
         check_mix("drift_mix", self.drift_mix)
         check_range(self, "drift_after_prompts", ge=0, fix="0 never drifts")
         check_range(self, "duration_s", ge=0, fix="0 runs until stopped")
+        check_range(self, "max_prompts", ge=0, fix="0 never stops")

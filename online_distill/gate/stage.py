@@ -12,18 +12,43 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from online_distill.gate.gate import Gate, Verdict
 from online_distill.gate.holdout import HoldoutBuffer
 from online_distill.messages import LabeledExample, MessageDecodeError, decode
 from online_distill.streams import MessageSource, next_offsets
-from online_distill.weights.store import LocalWeightsStore
+from online_distill.weights import WeightsStore
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class GateSnapshot:
+    """The gate actor's state: what is served, what it decided, how large its probe is.
+    Frozen plain values: it crosses Ray as it is and the status line reads its attributes."""
+
+    promoted_version: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    """Verdicts by decision (``promoted``, ``refused``), and refusals by the metric that
+    regressed (``refused/<metric>``: one verdict may count under several)."""
+    judged: int = 0
+    """Verdicts given (the decisions' counts, not the ``refused/<metric>`` ones)."""
+    held_out: int = 0
+    """Held-out live examples collected for the rolling probe since start."""
+    rolling_probe: int = 0
+    """Examples in the rolling probe now."""
+    polled: int = 0
+    undecodable: int = 0
+    pruned: int = 0
+    last: dict[str, Any] | None = None
+    """The last verdict (:meth:`Verdict.to_dict`), None before the first."""
+
+
 @dataclass
 class GateStageStats:
+    """Counters of one stage instance since start."""
+
     polled: int = 0
     held_out: int = 0
     undecodable: int = 0
@@ -35,7 +60,7 @@ class GateStage:
     """One :meth:`run_once` = one poll of held-out examples and at most one verdict."""
 
     def __init__(self, source: MessageSource, holdout: HoldoutBuffer, gate: Gate,
-                 store: LocalWeightsStore, keep_versions: int,
+                 store: WeightsStore, keep_versions: int,
                  max_message_bytes: int = 1 << 20) -> None:
         self.source, self.holdout, self.gate, self.store = source, holdout, gate, store
         self.keep_versions, self.max_message_bytes = keep_versions, max_message_bytes
@@ -59,3 +84,14 @@ class GateStage:
             protect = {v for v in (self.store.rollback_target(),) if v is not None}
             self.stats.pruned += len(self.store.prune(self.keep_versions, protect))
         return verdict
+
+    def snapshot(self) -> GateSnapshot:
+        """The gate's state now (the store, the gate's counts and last verdict, the probe)."""
+        last, counts = self.gate.last, dict(self.gate.counts)
+        return GateSnapshot(
+            promoted_version=self.store.promoted(), counts=counts,
+            judged=sum(n for decision, n in counts.items() if "/" not in decision),
+            held_out=self.stats.held_out,
+            rolling_probe=len(self.holdout.rolling), polled=self.stats.polled,
+            undecodable=self.stats.undecodable, pruned=self.stats.pruned,
+            last=last.to_dict() if last else None)

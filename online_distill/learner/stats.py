@@ -1,10 +1,14 @@
-"""What the learner stage reports and raises: its counters since start, the prompt-time
-figures a version's manifest records, and the fatal non-finite-weights error."""
+"""What the learner stage reports and raises: its counters since start
+(:class:`LearnerStageStats`, mutable, read by the metrics exporter), what a learner process
+reports (:class:`LearnerSnapshot`, frozen plain values: it crosses Ray as it is and the
+status line reads its attributes; :class:`WorkerReport` for a Ray Train worker), the
+prompt-time figures a version's manifest records, and the fatal non-finite-weights error."""
 
 from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from online_distill.learner.trainer import StepStats
 
@@ -17,6 +21,60 @@ def prompt_time_metrics(times: list[float]) -> dict[str, float]:
     ordered = sorted(times)
     return {"prompts_trained": float(len(ordered)), "prompt_newest_at": ordered[-1],
             "prompt_median_at": ordered[len(ordered) // 2]}
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerSnapshot:
+    """One learner process's state: its counters since start (see
+    :class:`LearnerStageStats`), the last step, what it published, its lag and drift. The
+    multi-worker job reports rank 0's, with every worker's step and the group's restarts."""
+
+    step: int = 0
+    skipped_steps: int = 0
+    """Steps with no update (a non-finite loss or gradient)."""
+    loss: float | None = None
+    """The last step's loss; None before the first step."""
+    tokens: int = 0
+    """The last step's continuation tokens."""
+    fresh_trained: int = 0
+    duplicates: int = 0
+    held_out: int = 0
+    critic_dropped: int = 0
+    self_distilled: int = 0
+    by_origin: dict[str, int] = field(default_factory=dict)
+    checkpoints: int = 0
+    checkpoint_failures: int = 0
+    non_finite_steps: int = 0
+    non_finite_dropped: int = 0
+    published: tuple[int, ...] = ()
+    """Versions this process published, oldest first."""
+    pending: int = 0
+    """Examples polled and waiting for a step."""
+    train_seconds: float = 0.0
+    trained_tokens: int = 0
+    live: dict[str, float] | None = None
+    """Mean ``kl`` and ``agreement`` over the live examples of the last step with any."""
+    critics: dict[str, Any] | None = None
+    """The critic chain's counters (:meth:`CriticChain.snapshot`); None without critics."""
+    drift: dict[str, Any] | None = None
+    """The drift monitor's state (:meth:`DriftMonitor.snapshot`)."""
+    lag: int = -1
+    """Labels of its partitions not yet committed; -1: not known yet."""
+    workers: dict[int, int] = field(default_factory=dict)
+    """Multi-worker job only: each worker's step, by rank."""
+    restarts: int = 0
+    """Multi-worker job only: restarts of the worker group after a failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReport:
+    """What one Ray Train worker of a multi-worker learner reports to its job."""
+
+    snapshot: LearnerSnapshot
+    losses: tuple[float, ...] = ()
+    """The losses of its last steps (up to 1000), oldest first."""
+    param_digest: str | None = None
+    """A fingerprint of its weights, in the report after its final checkpoint only."""
 
 
 class NonFiniteWeights(RuntimeError):
@@ -63,3 +121,23 @@ class LearnerStageStats:
     exported (see :mod:`online_distill.learner.live_signals`)."""
     last_live: dict[str, float] | None = None
     """Mean KL and agreement over the live examples of the last step that had any."""
+
+    def snapshot(self, *, step: int, skipped_steps: int, pending: int,
+                 published: tuple[int, ...], critics: dict[str, Any] | None,
+                 drift: dict[str, Any] | None, lag: int = -1) -> LearnerSnapshot:
+        """The counters now (copies), with what the learner process knows beyond the
+        stage's counters (the trainer's step, the critics, the drift monitor, the lag)."""
+        last = self.last_step
+        return LearnerSnapshot(
+            step=step, skipped_steps=skipped_steps,
+            loss=last.loss if last else None, tokens=last.tokens if last else 0,
+            fresh_trained=self.fresh_trained, duplicates=self.duplicates,
+            held_out=self.held_out, critic_dropped=self.critic_dropped,
+            self_distilled=self.self_distilled, by_origin=dict(self.by_origin),
+            checkpoints=self.checkpoints, checkpoint_failures=self.checkpoint_failures,
+            non_finite_steps=self.non_finite_steps,
+            non_finite_dropped=self.non_finite_dropped, published=published,
+            pending=pending, train_seconds=self.train_seconds,
+            trained_tokens=self.trained_tokens,
+            live=dict(self.last_live) if self.last_live is not None else None,
+            critics=critics, drift=drift, lag=lag)

@@ -1,10 +1,14 @@
 """Metrics of the streaming loop's stages: every stage's messages and lag, the teacher,
-the learner (with its live-drift signals) and the OOD feedback actor."""
+the learner (with its live-drift signals) and the OOD feedback actor.
+
+Each update reads a stage's mutable stats object by attribute, in the stage's process (it
+drains the stats' queues of recent observations); the frozen snapshots that cross Ray are
+for the status line and the timeline."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -18,6 +22,11 @@ from .base import (
     gauge,
     histogram,
 )
+
+if TYPE_CHECKING:  # for types only: the stations import the metrics, not the other way
+    from online_distill.learner.stats import LearnerStageStats
+    from online_distill.ood.stats import OODStats
+    from online_distill.teachers.stats import TeacherStats
 
 
 class StageMetrics:
@@ -74,7 +83,7 @@ class TeacherMetrics:
         self.retries = counter(registry, "teacher_retries_total",
                                "Backend calls retried after an error.")
 
-    def update(self, stats: Any) -> None:
+    def update(self, stats: TeacherStats) -> None:
         for seconds in drain(stats.batch_seconds):
             self.batch_seconds.observe(seconds)
         for seconds in drain(stats.queue_seconds):
@@ -133,7 +142,8 @@ class LearnerMetrics:
         self.self_distilled = counter(registry, "learner_self_distilled_examples_total",
                                       "Student-labeled examples trained on.")
 
-    def update(self, stats: Any, skipped_steps: int, critics: Mapping[str, Any] | None) -> None:
+    def update(self, stats: LearnerStageStats, skipped_steps: int,
+               critics: Mapping[str, Any] | None) -> None:
         steps = drain(stats.recent_steps)
         for s in steps:
             self.step_seconds.observe(s.seconds)
@@ -212,7 +222,7 @@ class OODMetrics:
                                "The score above which a prompt is in the tail.")
         self.tail_size = gauge(registry, "ood_tail_set_prompts", "Prompts in the tail set.")
 
-    def update(self, stats: Any) -> None:
+    def update(self, stats: OODStats) -> None:
         self.totals.set(self.scored, stats.scored)
         self.totals.set(self.tail_hits, stats.tail_hits)
         self.totals.set(self.rounds, stats.rounds)

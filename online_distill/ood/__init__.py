@@ -7,6 +7,7 @@
   `NoiseFilter` (energy-based rejection of generated noise).
 - `feedback.py`: `FeedbackFormat` and its `ArithmeticFeedback` (demo) and `LineFeedback`
   (generic) implementations; `feedback_format(cfg)` picks one.
+- `stats.py`: `OODStats`, the stage's counters, and `OODSnapshot`, what crosses Ray.
 - `budget.py`: `FeedbackBudget`, the cap on the feedback share of the teacher's prompts.
 - `callouts.py`: the stage's calls into models: the served student's scores of prompts,
   and the teacher writing new prompts.

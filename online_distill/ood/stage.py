@@ -35,14 +35,13 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from online_distill.config import OODConfig
 from online_distill.critics.dedup import NearDuplicateIndex
 from online_distill.messages import PromptMessage, encode
 from online_distill.ood.budget import FeedbackBudget
 from online_distill.ood.feedback import FeedbackFormat
+from online_distill.ood.stats import OODStats
 from online_distill.ood.tail import NoiseFilter, TailExample, TailSet
 from online_distill.ood.window import EnergyWindow
 from online_distill.streams import (
@@ -60,58 +59,6 @@ FeedbackGenerator = Callable[[list[str], int], list[str]]
 """(few-shot texts, n) -> n continuations per text, flattened text by text."""
 EnergyScorer = Callable[[list[str]], list[float]]
 """Prompt texts -> their energies under the current student, same order."""
-
-DROP_REASONS: tuple[str, ...] = ("invalid", "duplicate", "noise", "over_budget")
-"""Why a generated continuation did not become a feedback prompt."""
-
-
-@dataclass
-class OODStats:
-    """Counters of one stage instance since start (the metrics module exports them)."""
-
-    polled: int = 0
-    dead_lettered: int = 0
-    scored: int = 0
-    """Traffic prompts scored and added to the window."""
-    unscored: int = 0
-    """Traffic prompts whose energy was not finite (not added to the window)."""
-    ignored_feedback: int = 0
-    """Feedback prompts met on the input topics (remembered for dedup, not scored)."""
-    judged: int = 0
-    """Scored traffic prompts compared with the tail threshold (window >= min_window)."""
-    tail_hits: int = 0
-    """Of those, the ones above the threshold (offered to the tail set)."""
-    tail_size: int = 0
-    threshold: float | None = None
-    """The window's tail_quantile after the last scored batch; None before min_window."""
-    rounds: int = 0
-    failed_rounds: int = 0
-    generated: int = 0
-    kept: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    """Generated continuations dropped, per reason of DROP_REASONS."""
-    kept_by_kind: dict[str, int] = field(default_factory=dict)
-    """Feedback prompts produced, per kind."""
-    by_topic: dict[str, int] = field(default_factory=dict)
-    """Records polled, per topic."""
-    tail_by_kind: dict[str, int] = field(default_factory=dict)
-    """The tail set's content per kind, after the last batch."""
-
-    @property
-    def tail_share(self) -> float:
-        """Share of judged traffic above the tail threshold (about 1 - tail_quantile)."""
-        return self.tail_hits / self.judged if self.judged else 0.0
-
-    def drop(self, reason: str, n: int = 1) -> None:
-        """Count ``n`` continuations dropped for ``reason``."""
-        self.dropped[reason] = self.dropped.get(reason, 0) + n
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every counter as plain JSON-able values, tail_share included."""
-        out = asdict(self)
-        out["tail_share"] = self.tail_share
-        return out
-
 
 class OODStage:
     """Picks tail prompts from a source and writes feedback prompts to a sink (module doc)."""

@@ -16,30 +16,30 @@ import math
 from pathlib import Path
 from typing import Any
 
+from online_distill.report.snapshot import LoopSnapshot, Restarting
+
 TIMELINE = "timeline.jsonl"
 
 
-def timeline_record(at: float, elapsed_s: float, sent: int, snap: dict[str, Any],
+def timeline_record(at: float, elapsed_s: float, sent: int, snap: LoopSnapshot,
                     served_version: int | None, served_scores: dict[str, float],
                     freshness_s: float | None, demo_drifted: bool | None) -> dict[str, Any]:
-    """One record from the supervisor's snapshot of every actor's stats."""
-    teachers = [v for k, v in snap.items() if k.startswith("teacher") and "error" not in v]
-    lags = [t.get("lag", -1) for t in teachers]
-    learner = snap.get("learner", {})
-    live = learner.get("live") or {}
-    counts = snap.get("gate", {}).get("counts", {})
-    label_lag = learner.get("lag")
+    """One record from the supervisor's snapshot of every actor."""
+    lags = [t.lag for t in snap.answering_teachers()]
+    learner = None if isinstance(snap.learner, Restarting) else snap.learner
+    live = (learner.live if learner else None) or {}
+    counts = {} if isinstance(snap.gate, Restarting) else snap.gate.counts
     return {
-        "at": at, "elapsed_s": elapsed_s, "prompts_sent": sent,
-        "labeled": sum(t.get("labeled", 0) for t in teachers),
+        "at": at, "elapsed_s": elapsed_s, "prompts_sent": sent, "labeled": snap.labeled,
         "prompt_lag": sum(lags) if lags and min(lags) >= 0 else None,
-        "label_lag": label_lag if isinstance(label_lag, int) and label_lag >= 0 else None,
-        "step": learner.get("step"), "loss": _finite(learner.get("loss")),
+        "label_lag": learner.lag if learner and learner.lag >= 0 else None,
+        "step": learner.step if learner else None,
+        "loss": _finite(learner.loss if learner else None),
         "served_version": served_version, "served_scores": served_scores,
         "freshness_s": freshness_s, "promoted": counts.get("promoted", 0),
         "refused": counts.get("refused", 0), "kl": _finite(live.get("kl")),
         "agreement": _finite(live.get("agreement")), "demo_drifted": demo_drifted,
-        "drift": learner.get("drift"),
+        "drift": learner.drift if learner else None,
     }
 
 

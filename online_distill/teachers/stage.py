@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
@@ -42,6 +40,7 @@ from online_distill.streams import (
     next_offsets,
 )
 from online_distill.teachers.protocol import LabelRequest, TeacherBackend
+from online_distill.teachers.stats import TeacherStats
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +50,6 @@ OUTAGE_MAX_WAIT_S = 30.0
 
 class BackendDown(Exception):
     """Every prompt of a batch failed, alone as well as together: a backend outage."""
-
-
-@dataclass
-class TeacherStats:
-    """Counters of one stage instance since start (the metrics module exports them)."""
-
-    polled: int = 0
-    labeled: int = 0
-    dead_lettered: int = 0
-    retries: int = 0
-    batches: int = 0
-    label_seconds: float = 0.0
-    labeled_tokens: int = 0
-    pseudo_targets: int = 0
-    by_origin: dict[str, int] = field(default_factory=dict)
-    by_topic: Counter[str] = field(default_factory=Counter)
-    """Records polled, per input topic."""
-    batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
-    """Labeling time of each recent batch (drained by the metrics exporter)."""
-    queue_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
-    """Per recent prompt: from entering the stream to the teacher starting on it."""
-    outages: int = 0
-    """Batches put back because the backend failed every prompt (see the module docstring)."""
-    outage_seconds: float = 0.0
 
 
 def label_request(cfg: TeacherConfig) -> LabelRequest:

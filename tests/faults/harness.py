@@ -222,8 +222,8 @@ def audit(run: Path) -> list[str]:
 
 def counter(sup: Supervisor, watch: tuple[str, str]) -> float | None:
     """The watched counter now, or None while that actor does not answer."""
-    entry = sup.snapshot(timeout_s=5).get(watch[0], {})
-    value = entry.get(watch[1]) if isinstance(entry, dict) else None
+    entry = sup.snapshot(timeout_s=5).by_name().get(watch[0])
+    value = getattr(entry, watch[1], None)  # None for a Restarting (or unknown) actor
     return float(value) if isinstance(value, (int, float)) else None
 
 
@@ -249,7 +249,7 @@ def recovery_time(sup: Supervisor, fault: Fault, fired_at: float, timeout_s: flo
                 return time.monotonic() - fired_at
             prev = value
         time.sleep(0.5)
-    state = sup.snapshot(timeout_s=5).get(fault.watch[0])
+    state = sup.snapshot(timeout_s=5).by_name().get(fault.watch[0])
     raise AssertionError(f"{fault.name}: no progress of {fault.watch} within {timeout_s}s; "
                          f"{fault.watch[0]} now: {state}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_a_full_checkpoint_disk_loses_nothing(tmp_path: Path) -> None:
         out = run_scenario("checkpoint-disk-full", tmp_path, [
             Fault(12, "checkpoint disk full for 15s", fill, ("learner", "checkpoints"))],
             prompts=2000, rate=40, recover_s=90,
-            check=lambda sup, o: o.extra.update(sup.snapshot()["learner"]))
+            check=lambda sup, o: o.extra.update(asdict(sup.snapshot().learner)))
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
     assert out.extra["checkpoint_failures"] > 0  # the disk was full for a while

@@ -11,6 +11,7 @@ learner trains again after each fault by itself.
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def test_nan_steps_and_nan_weights_lose_nothing(tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
 
     def check(sup: Any, _out: Any) -> None:
-        seen.update(sup.snapshot().get("learner", {}))
+        seen.update(asdict(sup.snapshot().learner))
 
     out = run_scenario("nan-batches", tmp_path, faults, prompts=2000, rate=40, check=check)
     assert out.lost == 0, out

@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from online_distill.config import config_to_dict, load_config  # noqa: E402
 from online_distill.learner.checkpoint import load_checkpoint  # noqa: E402
+from online_distill.learner.stats import LearnerSnapshot  # noqa: E402
 from online_distill.learner.trainer import Learner  # noqa: E402
 from online_distill.messages import LabeledExample, PromptMessage, encode  # noqa: E402
 from online_distill.streams import EmbeddedBroker, KafkaSink, ensure_topics  # noqa: E402
@@ -106,7 +107,7 @@ def test_two_workers_match_one_and_stay_identical(tmp_path, labeled, ray_session
         job = LearnerJob.options(name="learner", num_cpus=0).remote(
             config_to_dict(cfg), broker.bootstrap)
         try:
-            wait_for(lambda: all(s.get("step") == steps for s in
+            wait_for(lambda: all(r.snapshot.step == steps for r in
                                  ray.get(job.worker_stats.remote()).values())
                      and len(ray.get(job.worker_stats.remote())) == 2, 240,
                      f"both workers to take {steps} steps")
@@ -115,7 +116,8 @@ def test_two_workers_match_one_and_stay_identical(tmp_path, labeled, ray_session
         finally:
             ray.kill(job)
     # Bit-identical weights on both workers.
-    assert reports[0]["param_digest"] == reports[1]["param_digest"]
+    assert reports[0].param_digest is not None
+    assert reports[0].param_digest == reports[1].param_digest
     # One worker on the union of both workers' batches, step by step.
     by_step: dict[int, list[str]] = defaultdict(list)
     for step, pid in audit(run):
@@ -128,8 +130,8 @@ def test_two_workers_match_one_and_stay_identical(tmp_path, labeled, ray_session
     single = Learner(model, cfg.learner, pad_id=0, top_k=8, max_new_tokens=8)
     ref = [single.train_step([examples[i] for i in by_step[s]]).loss
            for s in range(1, steps + 1)]
-    losses = reports[0]["losses"]
-    assert losses == pytest.approx(reports[1]["losses"], rel=1e-6)
+    losses = list(reports[0].losses)
+    assert losses == pytest.approx(list(reports[1].losses), rel=1e-6)
     assert losses == pytest.approx(ref, rel=1e-3), (losses, ref)
     print("max relative loss difference vs one worker:",  # for the notes (-s)
           max(abs(a - b) / abs(b) for a, b in zip(losses, ref, strict=True)))
@@ -152,27 +154,27 @@ def test_killed_worker_resumes_and_no_label_is_lost(tmp_path, labeled, ray_sessi
         job = LearnerJob.options(name="learner", num_cpus=0).remote(
             config_to_dict(cfg), broker.bootstrap)
         try:
-            wait_for(lambda: ray.get(job.stats.remote()).get("step", 0) >= 3, 240,
+            wait_for(lambda: getattr(ray.get(job.stats.remote()), "step", 0) >= 3, 240,
                      "the workers to take 3 steps")
             pids = ray.get(job.worker_pids.remote())
             os.kill(pids[1], signal.SIGKILL)
             produce(cfg, broker.bootstrap, labeled[160:])
             wanted = {ex.prompt_id for ex in labeled}
-            wait_for(lambda: ray.get(job.stats.remote()).get("restarts", 0) >= 1, 180,
+            wait_for(lambda: getattr(ray.get(job.stats.remote()), "restarts", 0) >= 1, 180,
                      "Ray Train to restart the worker group")
             wait_for(lambda: wanted <= {i for _, i in audit(run)}, 240,
                      "every label to be trained on after the restart",
                      lambda: (len(wanted - {i for _, i in audit(run)}),
-                              {r: {k: s.get(k) for k in ("step", "pending", "fresh_trained",
-                                                         "duplicates", "lag")}
-                               for r, s in ray.get(job.worker_stats.remote()).items()},
-                              ray.get(job.stats.remote()).get("restarts")))
+                              {r: {k: getattr(w.snapshot, k) for k in (
+                                  "step", "pending", "fresh_trained", "duplicates", "lag")}
+                               for r, w in ray.get(job.worker_stats.remote()).items()},
+                              ray.get(job.stats.remote())))
             stats = ray.get(job.stats.remote())
             ray.get(job.stop.remote())
         finally:
             ray.kill(job)
-    assert stats["restarts"] >= 1
-    assert ray.get is not None and "error" not in stats
+    assert isinstance(stats, LearnerSnapshot), stats  # not Restarting: the job did not fail
+    assert stats.restarts >= 1
     trained = [i for _, i in audit(run)]
     assert set(trained) == {ex.prompt_id for ex in labeled}
     # Retrained after the restart: at most what two checkpoint intervals of both workers hold.

@@ -60,8 +60,9 @@ def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
             loop = sup.start()
             # Both teachers must hold partitions before traffic starts: a teacher that joins
             # the group late finds the first 250 prompts already labeled by the other.
-            wait_for(lambda: all(sup.snapshot()[f"teacher-{i}"].get("partitions", 0) > 0
-                                 for i in range(2)), 180, "both teachers to join their group")
+            wait_for(lambda: all(getattr(t, "partitions", 0) > 0
+                                 for t in sup.snapshot().teachers), 180,
+                     "both teachers to join their group")
             sink = KafkaSink(cfg.kafka, loop.bootstrap, "test")
             ids = []
             for i in range(500):
@@ -90,7 +91,7 @@ def test_nothing_is_lost_when_teacher_and_learner_die(tmp_path) -> None:
             ray.shutdown()
     assert set(labels) >= set(ids)  # every prompt labeled (re-labeled ones at most twice)
     # The two teacher actors shared the prompts topic through their consumer group.
-    assert snap["teacher-0"]["labeled"] > 0 and snap["teacher-1"]["labeled"] > 0, snap
+    assert all(getattr(t, "labeled", 0) > 0 for t in snap.teachers), snap
     assert exported == len(labels)
     rows = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert {r["prompt_id"] for r in rows} == set(labels)

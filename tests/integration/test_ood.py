@@ -77,7 +77,7 @@ def test_ood_actor_asks_for_more_of_the_rare_kind(tmp_path: Path) -> None:
             actor = OODActor.options(num_cpus=1).remote(config_to_dict(cfg), broker.bootstrap)
             deadline = time.monotonic() + 180
             stats = ray.get(actor.stats.remote())
-            while time.monotonic() < deadline and stats["kept"] < 40:
+            while time.monotonic() < deadline and stats.kept < 40:
                 time.sleep(2)
                 stats = ray.get(actor.stats.remote())
             ray.get(actor.stop.remote())
@@ -89,7 +89,7 @@ def test_ood_actor_asks_for_more_of_the_rare_kind(tmp_path: Path) -> None:
     share = kinds["mul"] / max(1, len(feedback))
     print(f"\ntraffic: {dict(sent)} (mul {sent['mul'] / sum(sent.values()):.1%}); "
           f"feedback: {dict(kinds)} (mul {share:.1%}); stats: {stats}")
-    assert stats["student_version"] == 1 and len(feedback) >= 40
+    assert stats.student_version == 1 and len(feedback) >= 40
     assert all(m.origin == "feedback" and m.parent_ids and m.energy is not None
                for m in feedback)
     assert share >= 0.5  # 1% of traffic, at least half of the feedback

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import pickle
 import shutil
 import subprocess
 from collections import deque
@@ -11,6 +14,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from online_distill.cli.status import status_line
+from online_distill.gate.stage import GateSnapshot
+from online_distill.learner.stats import LearnerSnapshot, WorkerReport
 from online_distill.metrics import (
     PREFIX,
     GateMetrics,
@@ -20,7 +26,10 @@ from online_distill.metrics import (
     metric_names,
 )
 from online_distill.metrics.hub import MetricsHub
+from online_distill.ood.stats import OODSnapshot
+from online_distill.report.snapshot import LoopSnapshot, Restarting
 from online_distill.report.timeline import timeline_record
+from online_distill.teachers.stats import TeacherSnapshot
 
 
 def samples(registry_or_text: CollectorRegistry | str) -> dict[tuple[str, tuple], float]:
@@ -146,18 +155,70 @@ def test_hub_output_passes_promtool() -> None:
     assert lint.returncode == 0 and not lint.stdout and not lint.stderr, lint
 
 
+def _loop_snapshot() -> LoopSnapshot:
+    return LoopSnapshot(
+        teachers=(TeacherSnapshot(labeled=10, lag=3), Restarting("no answer")),
+        learner=LearnerSnapshot(step=5, loss=float("nan"), lag=7,
+                                live={"kl": 0.5, "agreement": 0.75},
+                                drift={"scores": {"energy": 0.3}}),
+        gate=GateSnapshot(counts={"promoted": 2, "refused": 1}))
+
+
 def test_timeline_record_from_a_snapshot() -> None:
-    snap = {"teacher-0": {"labeled": 10, "lag": 3}, "teacher-1": {"error": "no answer"},
-            "learner": {"step": 5, "loss": float("nan"), "lag": 7,
-                        "live": {"kl": 0.5, "agreement": 0.75},
-                        "drift": {"scores": {"energy": 0.3}}},
-            "gate": {"counts": {"promoted": 2, "refused": 1}}}
-    rec = timeline_record(1000.0, 12.0, 40, snap, 2, {"head": 0.5}, 4.0, False)
+    rec = timeline_record(1000.0, 12.0, 40, _loop_snapshot(), 2, {"head": 0.5}, 4.0, False)
     assert rec["labeled"] == 10 and rec["prompt_lag"] == 3 and rec["label_lag"] == 7
     assert rec["loss"] is None  # not finite: null, so the line stays valid JSON
     assert rec["kl"] == 0.5 and rec["agreement"] == 0.75
     assert rec["promoted"] == 2 and rec["refused"] == 1 and rec["served_version"] == 2
     assert rec["drift"] == {"scores": {"energy": 0.3}}
+    assert json.loads(json.dumps(rec)) == rec  # one JSON line, same fields as ever
+    assert set(rec) == {"at", "elapsed_s", "prompts_sent", "labeled", "prompt_lag",
+                        "label_lag", "step", "loss", "served_version", "served_scores",
+                        "freshness_s", "promoted", "refused", "kl", "agreement",
+                        "demo_drifted", "drift"}
+
+
+def test_timeline_record_while_the_learner_and_gate_restart() -> None:
+    snap = LoopSnapshot(teachers=(TeacherSnapshot(labeled=4, lag=-1),),
+                        learner=Restarting("RayActorError"), gate=Restarting("no answer"))
+    rec = timeline_record(1000.0, 12.0, 40, snap, None, {}, None, None)
+    assert rec["labeled"] == 4 and rec["prompt_lag"] is None  # lag not known yet
+    assert rec["label_lag"] is None and rec["step"] is None and rec["loss"] is None
+    assert rec["drift"] is None and rec["kl"] is None
+    assert rec["promoted"] == 0 and rec["refused"] == 0
+
+
+def test_snapshots_pickle_as_they_are() -> None:
+    """What crosses Ray: frozen, slotted, plain values; equal after a round trip."""
+    snap = _loop_snapshot()
+    snap = dataclasses.replace(  # a finite loss: NaN equals nothing, itself included
+        snap, learner=dataclasses.replace(snap.learner, loss=0.25),
+        ood=OODSnapshot(kept=3, generated=8, dropped={"noise": 5}))
+    assert pickle.loads(pickle.dumps(snap)) == snap
+    report = WorkerReport(LearnerSnapshot(step=2, published=(1,)), losses=(0.5, 0.4))
+    assert pickle.loads(pickle.dumps(report)) == report
+    for s in (snap, snap.learner, snap.gate, snap.ood, snap.teachers[0], report):
+        assert not hasattr(s, "__dict__")  # slotted
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(s, dataclasses.fields(s)[0].name, None)
+    assert snap.by_name().keys() == {"teacher-0", "teacher-1", "learner", "gate", "ood"}
+    assert snap.restarting() == ["teacher-1"] and snap.labeled == 10
+
+
+def test_status_line_reads_the_snapshot() -> None:
+    probe = SimpleNamespace(scores={"head": 0.5}, version=2, freshness_s=lambda: 4.0)
+    snap = dataclasses.replace(_loop_snapshot(), ood=OODSnapshot(kept=3, generated=8))
+    prev: dict[str, float] = {}
+    line = status_line(10.0, 40, snap, probe, prev)  # type: ignore[arg-type]
+    assert "labeled 10 (" in line and "lag prompts 3 labels 7" in line and "step 5" in line
+    assert "served v2 head=50% fresh 4s (promoted 2 refused 1)" in line
+    assert "feedback kept 3 of 8" in line and line.endswith("restarting: teacher-1")
+    assert prev == {"t": 10.0, "sent": 40, "labeled": 10}
+    down = LoopSnapshot(teachers=(), learner=Restarting("no answer"),
+                        gate=Restarting("no answer"))
+    line = status_line(20.0, 40, down, probe, prev)  # type: ignore[arg-type]
+    assert "labels -  step - loss None" in line
+    assert line.endswith("restarting: learner,gate")
 
 
 def test_report_reads_the_files_the_loop_writes() -> None:
@@ -167,3 +228,22 @@ def test_report_reads_the_files_the_loop_writes() -> None:
     assert run_log.VERDICTS == store.VERDICTS
     assert run_log.PROMOTIONS == store.HISTORY
     assert run_log.TIMELINE == timeline.TIMELINE
+
+
+def test_gate_stage_snapshot_counts_verdicts_not_reasons(tmp_path) -> None:
+    from online_distill.gate.gate import Gate
+    from online_distill.gate.holdout import HoldoutBuffer
+    from online_distill.gate.stage import GateStage
+    from online_distill.streams import MemoryLog, MemorySource
+    from online_distill.weights.store import LocalWeightsStore
+
+    store = LocalWeightsStore(tmp_path)
+    gate = Gate(store, [], tolerance=0.01, nll_tolerance=0.1)
+    stage = GateStage(MemorySource(MemoryLog(), ["labels"], group="gate"),
+                      HoldoutBuffer(share=0.5, fixed_size=8, rolling_size=100), gate, store,
+                      keep_versions=3)
+    assert stage.snapshot() == GateSnapshot()  # nothing served, judged or held out yet
+    gate.counts.update({"promoted": 2, "refused": 1, "refused/exact_match": 1})
+    snap = stage.snapshot()
+    assert snap.judged == 3 and snap.counts["refused/exact_match"] == 1
+    assert snap.counts is not gate.counts and snap.last is None

@@ -403,7 +403,10 @@ def test_invalid_duplicate_noisy_and_over_budget_generations_are_dropped() -> No
     s = stage.stats
     assert s.rounds == 1 and s.generated == 16
     assert s.dropped == {"invalid": 2, "duplicate": 2, "noise": 1, "over_budget": 2}
-    assert s.as_dict()["dropped"] == s.dropped and s.as_dict()["tail_share"] == s.tail_share
+    snap = s.snapshot(student_version=3)
+    assert snap.dropped == s.dropped and snap.dropped is not s.dropped  # a copy
+    assert snap.tail_share == s.tail_share and snap.kept == s.kept
+    assert snap.student_version == 3
     fb = feedback_messages(log)
     assert s.kept == len(fb) == 9
     assert [m.text for m in fb] == ["7*12="] + [f"{a}*{b}=" for a, b in (

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from online_distill import cli
+from online_distill.cli import main as cli
 from online_distill.config import Config, ConfigError, load_config
 from online_distill.config.kafka import KafkaConfig
+from online_distill.report.snapshot import Restarting
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_YAML = REPO / "deploy" / "demo.yaml"
@@ -111,15 +112,16 @@ def test_up_start_up_output_and_logs_hold_no_secret(monkeypatch, capsys, caplog)
     monkeypatch.setenv("OD_TEST_TEACHER_KEY", API_KEY)
     monkeypatch.setenv("ONLINE_DISTILL_ADMIN_TOKEN", "adm-" + SECRET)
 
-    def fake_run_up(cfg: Config, demo_traffic: bool, duration_s: float) -> dict[str, Any]:
+    def fake_run_up(cfg: Config, demo_traffic: bool, duration_s: float) -> up.UpSummary:
         log = logging.getLogger("online_distill.up")
         log.debug("starting with %s", cfg.kafka.bootstrap_servers)
         # What kafka-python's KafkaAdminClient logs first (kafka/admin/client.py):
         logging.getLogger("kafka.admin.client").debug(
             "Starting KafkaAdminClient with configuration: %s",
             client_kwargs(cfg.kafka, cfg.kafka.bootstrap_servers))
-        return {"learner": {}, "prompts_sent": 0, "labeled": 0, "seconds": 0.0,
-                "student": {}, "student_version": None}
+        return up.UpSummary(prompts_sent=0, labeled=0, learner=Restarting("not started"),
+                            gate=Restarting("not started"), student_version=None, student={},
+                            seconds=0.0)
 
     monkeypatch.setattr(up, "run_up", fake_run_up)
     kafka_logger = logging.getLogger("kafka")

@@ -57,6 +57,10 @@ def test_teacher_labels_every_prompt_and_commits_after_flush(backend) -> None:
     assert sorted(ex.prompt_id for ex in labeled) == sorted(ids)
     assert all(len(ex.pseudo_targets) == 3 for ex in labeled)  # greedy + 2 sampled
     assert sum(log.committed["teacher"].values()) == 20
+    snap = stage.stats.snapshot(lag=0, partitions=2)  # what the actor sends the status line
+    assert (snap.polled, snap.labeled, snap.dead_lettered, snap.lag, snap.partitions) == (
+        20, 20, 0, 0, 2)
+    assert snap.by_origin == {"traffic": 20} and snap.pseudo_targets == 60
 
 
 def test_malformed_and_oversize_prompts_are_dead_lettered_and_the_rest_flows(backend) -> None:
@@ -213,3 +217,10 @@ def test_learner_never_trains_held_out_prompts_but_commits_them(backend, tmp_pat
     assert stage.stats.held_out == len(held)
     assert stage.stats.by_origin == {"traffic": len(ids) - len(held)}
     assert sum(log.committed["learner"].values()) == len(ids)
+    snap = stage.stats.snapshot(step=stage.learner.step, skipped_steps=0,
+                                pending=len(stage.pending), published=(), critics=None,
+                                drift=None, lag=0)
+    last = stage.stats.last_step
+    assert last is not None and snap.loss == last.loss and snap.tokens == last.tokens
+    assert snap.held_out == len(held) and snap.by_origin == stage.stats.by_origin
+    assert snap.fresh_trained == len(ids) - len(held) and snap.checkpoints >= 1
