@@ -1,10 +1,18 @@
 """The gate stage: collect held-out live examples, judge each new version, prune the store.
 
-It reads the labels topic in its own consumer group (the learner's reading is untouched),
-keeps the examples :func:`online_distill.gate.holdout.held_out` selects (the learner skips the
-same ones), and commits as it goes: the probe is a sample of recent traffic, so a restart
-that refills it from newer records loses nothing the loop needs. Records that do not
-decode are left to the learner, which dead-letters them.
+One call to :meth:`GateStage.run_once`:
+
+1. poll the labels topic in the gate's own consumer group (the learner's reading is
+   untouched);
+2. decode each record; one that does not decode is counted and left to the learner, which
+   dead-letters it (one dead letter per bad record, not two);
+3. offer the examples to the probe buffer, which keeps the ones
+   :func:`online_distill.messages.holdout.held_out` selects (the learner skips the same);
+4. commit the polled offsets at once: the probe is a sample of recent traffic, so a restart
+   that refills it from newer records loses nothing the loop needs;
+5. judge the newest unjudged version against the served one; the verdict (and a
+   promotion) is written to the weights store before this returns;
+6. after a verdict, prune old versions, never the served one nor the rollback target.
 """
 
 from __future__ import annotations
@@ -67,7 +75,10 @@ class GateStage:
         self.stats = GateStageStats()
 
     def run_once(self, poll_timeout_s: float = 0.2) -> Verdict | None:
+        """Poll, keep the held-out examples, commit, maybe judge a version (module docstring)."""
+        # Step 1: poll.
         records = self.source.poll(max_records=1000, timeout_s=poll_timeout_s)
+        # Step 2: decode; bad records are the learner's to dead-letter.
         examples = []
         for rec in records:
             try:
@@ -76,10 +87,14 @@ class GateStage:
                 self.stats.undecodable += 1
         self.stats.polled += len(records)
         self.stats.by_topic.update(rec.topic for rec in records)
+        # Step 3: the held-out ones join the probe.
         self.stats.held_out += self.holdout.offer(examples)
+        # Step 4: commit (the probe is a sample; nothing downstream depends on these).
         if records:
             self.source.commit(next_offsets(records))
+        # Step 5: judge the newest version (written to the store before it returns).
         verdict = self.gate.step()
+        # Step 6: prune.
         if verdict is not None:
             protect = {v for v in (self.store.rollback_target(),) if v is not None}
             self.stats.pruned += len(self.store.prune(self.keep_versions, protect))

@@ -101,11 +101,13 @@ class OODStage:
     def run_once(self, poll_timeout_s: float = 0.5) -> int:
         """Score one polled batch, commit it, maybe run a feedback round; returns the number
         of records polled."""
+        # Step 1: poll (own group: the teacher's reading is untouched).
         records = self.source.poll(timeout_s=poll_timeout_s)
         if records:
             self.stats.polled += len(records)
             for rec in records:
                 self.stats.by_topic[rec.topic] = self.stats.by_topic.get(rec.topic, 0) + 1
+            # Step 2: decode; bad input goes to the dead-letter topic.
             traffic: list[tuple[Record, PromptMessage]] = []
             for rec in records:
                 prompt = decode_or_dead_letter(rec, PromptMessage, self.dead_letters,
@@ -117,11 +119,14 @@ class OODStage:
                 else:
                     self.stats.ignored_feedback += 1
                 self.dedup.add(prompt.text)
+            # Step 3: score the traffic, feed the window and the tail set.
             if traffic:
                 self._score_traffic(traffic)
             self.stats.dead_lettered = self.dead_letters.count
+            # Step 4: dead letters acknowledged (raises: fatal), then commit.
             self.sink.flush(self.flush_timeout_s)
             self.source.commit(next_offsets(records))
+        # Step 5: a feedback round when it is due, with tails and budget.
         if self.clock() >= self.next_round_at and len(self.tails) and self.budget.allowance():
             self.next_round_at = self.clock() + self.cfg.feedback_interval_s
             self.feedback_round()
