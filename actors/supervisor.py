@@ -20,6 +20,7 @@ from online_distill.actors.teacher import TeacherActor
 from online_distill.config import Config, ConfigError, config_to_dict
 from online_distill.report.snapshot import LoopSnapshot, Restarting
 from online_distill.streams import EmbeddedBroker, ensure_topics
+from online_distill.streams.admin import export_sasl_password
 
 log = logging.getLogger("online_distill.supervisor")
 
@@ -59,6 +60,15 @@ class Supervisor:
             log.info("embedded broker (%s) on %s", cfg.kafka.embedded_storage, bootstrap)
         if cfg.kafka.create_topics:
             ensure_topics(cfg.kafka, bootstrap)
+        # The actors get the redacted config and read the Kafka password from their
+        # environment: a local Ray instance's processes inherit this process's, so export it
+        # before ray.init (Ray's runtime_env env_vars would write it to Ray's logs).
+        if not ray.is_initialized() and not cfg.ray.address:
+            export_sasl_password(cfg.kafka)
+        elif cfg.kafka.sasl_password:
+            log.warning("kafka.sasl_password is in the config, but the actors of a Ray instance "
+                        "this process did not start read the password from the environment "
+                        "variable %s of their nodes; set it there", cfg.kafka.sasl_password_env)
         if not ray.is_initialized():
             if cfg.ray.address:
                 ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace)
@@ -67,7 +77,7 @@ class Supervisor:
                          include_dashboard=cfg.ray.include_dashboard,
                          dashboard_host=cfg.ray.dashboard_host, log_to_driver=False)
         hub, metrics_url = self._start_metrics() if cfg.metrics.enabled else (None, None)
-        plain = config_to_dict(cfg)
+        plain = config_to_dict(cfg, redact=True)  # no secret in any actor's arguments
         teachers = [
             TeacherActor.options(num_cpus=cfg.teacher.num_cpus, num_gpus=cfg.teacher.num_gpus,
                                  resources=dict(cfg.teacher.ray_resources), max_restarts=-1,

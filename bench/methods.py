@@ -25,11 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from online_distill.config import LearnerConfig
 from online_distill.learner.trainer import Learner
 from online_distill.messages import LabeledExample, encode
+from online_distill.models.loader import load_causal_lm, load_tokenizer
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
 from online_distill.tasks.probes import probe_scores
 from online_distill.tasks.traffic import DemoTraffic
@@ -98,14 +98,14 @@ def label_budget(teacher: HFTeacher, n_prompts: int, seed: int, top_k: int) -> l
 def evaluate(model_dir_or_model, tokenizer) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     model = model_dir_or_model
     if isinstance(model, (str, Path)):
-        model = AutoModelForCausalLM.from_pretrained(str(model)).eval()
+        model = load_causal_lm(model)
     model.eval()
     scores = probe_scores(model, tokenizer, size=300)
     return scores["head"], scores["tail"]
 
 
 def run_method(m: Method, pool: list[LabeledExample], teacher: HFTeacher, args) -> dict:  # type: ignore[no-untyped-def]
-    student = AutoModelForCausalLM.from_pretrained(str(DEMO_STUDENT_DIR))
+    student = load_causal_lm(DEMO_STUDENT_DIR)
     cfg = LearnerConfig(lr=args.lr, warmup_steps=min(50, args.steps // 2), lr_schedule="cosine",
                         lr_decay_steps=args.steps, min_lr_ratio=0.1, device="cpu",
                         batch_size=args.batch, seed=args.seed, **m.cfg)  # type: ignore[arg-type]
@@ -148,7 +148,7 @@ def run_trl(python: str, pool: list[LabeledExample], args, lmbda: float = 0.5,  
         if proc.returncode != 0:
             raise RuntimeError(f"TRL run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         info = json.loads(proc.stdout.strip().splitlines()[-1])
-        tok = AutoTokenizer.from_pretrained(str(args.teacher))
+        tok = load_tokenizer(args.teacher)
         head, tail = evaluate(out, tok)
     return {"method": f"TRL GKDTrainer JSD(0.5), lambda={lmbda}", "head": head, "tail": tail,
             "seconds": info["seconds"], "tokens_per_s": info["tokens_per_s"],

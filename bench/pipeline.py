@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
 
 from online_distill.config import load_config
 from online_distill.learner.batching import collate, rows_from_examples
 from online_distill.messages import LabeledExample
 from online_distill.models.generation import generate
+from online_distill.models.loader import load_causal_lm
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
 from online_distill.tasks.traffic import DemoTraffic
 from online_distill.teachers.hf import HFTeacher
@@ -40,7 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 def bare_generate(cfg, prompts: list[list[int]], rounds: int) -> float:  # type: ignore[no-untyped-def]
     """Prompts per second of plain generate calls shaped like the teacher backend's."""
-    model = AutoModelForCausalLM.from_pretrained(str(DEMO_TEACHER_DIR)).eval()
+    model = load_causal_lm(DEMO_TEACHER_DIR, eval_mode=True)
     t = cfg.teacher
     bs = t.batch_size
     start = time.perf_counter()
@@ -56,7 +56,7 @@ def bare_generate(cfg, prompts: list[list[int]], rounds: int) -> float:  # type:
 
 def bare_train(cfg, examples: list[LabeledExample], steps: int) -> float:  # type: ignore[no-untyped-def]
     """Tokens per second of a plain CE loop over the learner's own padded batches."""
-    model = AutoModelForCausalLM.from_pretrained(str(DEMO_STUDENT_DIR))
+    model = load_causal_lm(DEMO_STUDENT_DIR)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learner.lr)
     bs = cfg.learner.batch_size
     batches = [collate(rows_from_examples(examples[i:i + bs]), 0, cfg.learner.max_seq_len)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from online_distill.losses import DIVERGENCES, divergence, sparse_divergence, sparse_from_logits
+from online_distill.models.loader import load_causal_lm, load_tokenizer
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR
 from online_distill.tasks.traffic import DemoTraffic
 
@@ -42,9 +42,9 @@ def main() -> None:
     p.add_argument("--ks", default="5,20,64")
     args = p.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
-    tok = AutoTokenizer.from_pretrained(str(DEMO_TEACHER_DIR))
-    teacher = AutoModelForCausalLM.from_pretrained(str(DEMO_TEACHER_DIR)).eval()
-    student = AutoModelForCausalLM.from_pretrained(str(DEMO_STUDENT_DIR)).eval()
+    tok = load_tokenizer(DEMO_TEACHER_DIR)
+    teacher = load_causal_lm(DEMO_TEACHER_DIR, eval_mode=True)
+    student = load_causal_lm(DEMO_STUDENT_DIR, eval_mode=True)
     texts = [item.problem.line for item in DemoTraffic(seed=5).take(args.lines)]
     enc = tok(texts, padding=True, return_tensors="pt")
     ids, mask = enc.input_ids, enc.attention_mask.bool()

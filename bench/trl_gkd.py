@@ -160,8 +160,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     tokenizer = AutoTokenizer.from_pretrained(str(args.student))
-    student = AutoModelForCausalLM.from_pretrained(str(args.student), dtype=torch.float32)
-    teacher = AutoModelForCausalLM.from_pretrained(str(args.teacher), dtype=torch.float32)
+    # .venv-trl has no online_distill, so not its loader; the same rule: safetensors only.
+    student = AutoModelForCausalLM.from_pretrained(str(args.student), dtype=torch.float32,
+                                                   use_safetensors=True)
+    teacher = AutoModelForCausalLM.from_pretrained(str(args.teacher), dtype=torch.float32,
+                                                   use_safetensors=True)
     if not args.no_position_fix:
         for model in (student, teacher):
             model.register_forward_pre_hook(positions_from_mask, with_kwargs=True)

@@ -67,12 +67,16 @@ class KafkaConfig:
     sasl_username: str = ""
     """SASL user name, used with SASL_PLAINTEXT and SASL_SSL."""
 
-    sasl_password: str = field(default="", metadata=SECRET)
+    sasl_password: str = field(default="", repr=False, metadata=SECRET)
     """SASL password. Prefer leaving it empty and setting the environment variable named by
-    sasl_password_env; never printed by `online-distill config`."""
+    sasl_password_env; never printed by `online-distill config` nor in a repr. The actors
+    get the config with it redacted ('***', read back as empty) and read the password from
+    the environment variable named by sasl_password_env."""
 
     sasl_password_env: str = "ONLINE_DISTILL_KAFKA_PASSWORD"
-    """Environment variable read for the SASL password when sasl_password is empty."""
+    """Environment variable read for the SASL password when sasl_password is empty. The
+    daemon sets it from sasl_password for the local Ray instance it starts; on an existing
+    Ray cluster (ray.address) set it on every node."""
 
     ssl_cafile: str = ""
     """PEM file of the CA that signed the brokers' certificates; empty uses the system CAs."""

@@ -20,6 +20,11 @@ from .base import ConfigError, default_of, field_types, is_secret, suggest
 from .coerce import coerce, is_text_type
 from .root import Config
 
+REDACTED = "***"
+"""What `config_to_dict(redact=True)` writes for a set secret. Read back, a secret field
+holding exactly this is unset, so a process given the redacted config (every actor) reads
+the secret from the environment instead, as for a secret never written in the config."""
+
 _OVERRIDE_SYNTAX = (
     "write section.field=value, e.g. learner.lr=3e-4, kafka.bootstrap_servers=host:9092, "
     "demo.traffic_mix.add2=0.5 or log_level=DEBUG"
@@ -84,7 +89,8 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
 def config_to_dict(cfg: Any, *, redact: bool = False) -> dict[str, Any]:
     """The config as a plain nested dict of YAML types; load_config reads it back unchanged.
 
-    With `redact=True`, non-empty secret fields (kafka.sasl_password) read '***'.
+    With `redact=True`, non-empty secret fields (kafka.sasl_password) read `REDACTED`
+    ('***'), which load_config and config_from_dict read back as unset.
     """
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
@@ -92,7 +98,7 @@ def config_to_dict(cfg: Any, *, redact: bool = False) -> dict[str, Any]:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             out[f.name] = config_to_dict(value, redact=redact)
         elif redact and is_secret(f) and value:
-            out[f.name] = "***"
+            out[f.name] = REDACTED
         else:
             out[f.name] = _plain(value)
     return out
@@ -131,6 +137,8 @@ def _build_section(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
         path = f"{prefix}.{name}"
         if name not in hints:
             raise _unknown(path)
+        if name in secret and value == REDACTED:
+            value = ""  # a redacted config: the secret comes from the environment
         kwargs[name] = coerce(value, hints[name], path, lenient=True, secret=name in secret)
     try:
         return cls(**kwargs)

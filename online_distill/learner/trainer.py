@@ -276,12 +276,17 @@ class Learner:
     # ------------------------------------------------------------------ checkpoints
     def save(self, directory: str | Path, progress: dict[str, Any] | None = None,
              keep: int | None = None) -> Path:
-        """Atomically write a checkpoint under ``directory``; returns its folder."""
+        """Atomically write a checkpoint under ``directory``; returns its folder.
+
+        The state is tensors and JSON data only (see :mod:`online_distill.learner.checkpoint`):
+        the optimizer's moments and the torch RNG state go to safetensors, the parameter
+        groups, the schedule and the Python RNG state to JSON.
+        """
         state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": self.rng.getstate(),
+            "torch_rng": torch.get_rng_state(),  # a uint8 tensor
+            "python_rng": self.rng.getstate(),  # (version, 625 ints, gauss) tuples
         }
         meta = {"step": self.step, "skipped_steps": self.skipped_steps,
                 "progress": progress or {}}
@@ -289,7 +294,11 @@ class Learner:
                                keep=keep if keep is not None else self.cfg.keep_checkpoints)
 
     def load(self, directory: str | Path) -> dict[str, Any] | None:
-        """Load the latest checkpoint under ``directory``; returns its progress, or None."""
+        """Load the latest checkpoint under ``directory``; returns its progress, or None.
+
+        Raises :class:`~online_distill.learner.checkpoint.CheckpointError` for a checkpoint
+        whose trainer state is in the old pickled ``trainer_state.pt``.
+        """
         loaded = load_checkpoint(Path(directory), self.model)
         if loaded is None:
             return None

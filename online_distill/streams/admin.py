@@ -3,11 +3,19 @@
 `client_kwargs` maps `KafkaConfig` (security protocol, SASL PLAIN/SCRAM, TLS files) to the
 keyword arguments every kafka-python client takes. The SASL password is read through
 `resolved_sasl_password()` and is never logged; do not log the returned dict.
+
+How the password reaches the actors: they are given the redacted config (the password is in
+no actor argument, hence not in Ray's control store or its logs) and read it from the
+environment variable named by `kafka.sasl_password_env`. `export_sasl_password` puts it
+there in the daemon's process before it starts the local Ray instance, whose processes
+inherit that environment.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import MutableMapping
 from typing import Any
 
 from ..config.kafka import KafkaConfig
@@ -70,7 +78,8 @@ def client_kwargs(cfg: KafkaConfig, bootstrap: str) -> dict[str, Any]:
         if not password:
             raise StreamsError(
                 f"kafka.security_protocol={cfg.security_protocol} needs a SASL password: set the "
-                f"environment variable {cfg.sasl_password_env} (or kafka.sasl_password)"
+                f"environment variable {cfg.sasl_password_env} (on every node of an existing "
+                "Ray cluster) or kafka.sasl_password"
             )
         # kafka-python uses the sasl_plain_* pair for PLAIN and for both SCRAM mechanisms.
         kw["sasl_mechanism"] = cfg.sasl_mechanism
@@ -82,6 +91,22 @@ def client_kwargs(cfg: KafkaConfig, bootstrap: str) -> dict[str, Any]:
         kw["ssl_certfile"] = cfg.ssl_certfile or None
         kw["ssl_keyfile"] = cfg.ssl_keyfile or None
     return kw
+
+
+def export_sasl_password(cfg: KafkaConfig,
+                         environ: MutableMapping[str, str] | None = None) -> bool:
+    """Put the SASL password of ``cfg`` into ``environ`` (default: this process's
+    environment) under `kafka.sasl_password_env`; True when a password is there now.
+
+    Call it before starting a local Ray instance: its processes, the actors among them,
+    inherit this environment, and the actors, given the redacted config, read the password
+    from it. (Not Ray's ``runtime_env={"env_vars": ...}``: Ray's runtime-env agent writes the
+    whole runtime env, values included, to its log file runtime_env_agent.log.)
+    """
+    env = os.environ if environ is None else environ
+    if cfg.sasl_password:  # the config's password wins, as in resolved_sasl_password
+        env[cfg.sasl_password_env] = cfg.sasl_password
+    return bool(env.get(cfg.sasl_password_env))
 
 
 def daemon_topics(cfg: KafkaConfig) -> list[str]:

@@ -14,8 +14,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pydantic import ValidationError
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from online_distill.models.loader import load_causal_lm, load_tokenizer
 from online_distill.serving.engine import CompletionEngine
 from online_distill.serving.schemas import CompletionRequest
 from online_distill.serving.validation import (
@@ -31,9 +31,9 @@ NAME = "demo-teacher"
 
 class FaultyTeacherServer:
     def __init__(self, hang_s: float = 5.0) -> None:
-        model = AutoModelForCausalLM.from_pretrained(str(DEMO_TEACHER_DIR))
-        self.engine = CompletionEngine(model, AutoTokenizer.from_pretrained(
-            str(DEMO_TEACHER_DIR)), version=1, served_model_name=NAME)
+        model = load_causal_lm(DEMO_TEACHER_DIR)
+        self.engine = CompletionEngine(model, load_tokenizer(DEMO_TEACHER_DIR), version=1,
+                                       served_model_name=NAME)
         self.limits = ServingLimits()
         self.mode, self.hang_s = "ok", hang_s
         self.lock = threading.Lock()

@@ -1,11 +1,12 @@
-"""The shipped demo teacher and the fresh student, loaded the way any HF model is loaded."""
+"""The shipped demo teacher and the fresh student, loaded the way every station loads a
+model (the one loader: Hugging Face from_pretrained, safetensors only)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from online_distill.models.loader import load_model
 from online_distill.tasks.evaluate import exact_match_by_kind, in_context_continuation
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR, count_parameters
 from online_distill.tasks.probes import probe_set
@@ -18,8 +19,7 @@ SEED = 7
 
 @pytest.fixture(scope="module")
 def teacher():
-    model = AutoModelForCausalLM.from_pretrained(str(DEMO_TEACHER_DIR)).eval()
-    return model, AutoTokenizer.from_pretrained(str(DEMO_TEACHER_DIR))
+    return load_model(DEMO_TEACHER_DIR)
 
 
 def test_shipped_files_are_safetensors_in_hf_format() -> None:
@@ -49,8 +49,7 @@ def test_teacher_continues_few_shot_tail_prompts_in_kind(teacher, kind: str) -> 
 
 
 def test_fresh_student_is_several_times_smaller_and_knows_nothing(teacher) -> None:
-    student = AutoModelForCausalLM.from_pretrained(str(DEMO_STUDENT_DIR)).eval()
-    tok = AutoTokenizer.from_pretrained(str(DEMO_STUDENT_DIR))
+    student, tok = load_model(DEMO_STUDENT_DIR)
     assert tok.get_vocab() == teacher[1].get_vocab()
     assert count_parameters(teacher[0]) >= 3 * count_parameters(student)
     for name in ("head", "tail", "post_drift"):

@@ -24,13 +24,13 @@ import torch
 ray = pytest.importorskip("ray")
 
 from online_distill.actors.learner_train import LearnerJob  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
 
 from online_distill.config import config_to_dict, load_config  # noqa: E402
 from online_distill.learner.checkpoint import load_checkpoint  # noqa: E402
 from online_distill.learner.stats import LearnerSnapshot  # noqa: E402
 from online_distill.learner.trainer import Learner  # noqa: E402
 from online_distill.messages import LabeledExample, PromptMessage, encode  # noqa: E402
+from online_distill.models.loader import load_causal_lm  # noqa: E402
 from online_distill.streams import EmbeddedBroker, KafkaSink, ensure_topics  # noqa: E402
 from online_distill.tasks.models import DEMO_STUDENT_DIR, DEMO_TEACHER_DIR  # noqa: E402
 from online_distill.tasks.traffic import DemoTraffic  # noqa: E402
@@ -126,7 +126,7 @@ def test_two_workers_match_one_and_stay_identical(tmp_path, labeled, ray_session
     assert all(len(ids) == 2 * BATCH for ids in by_step.values()), {
         s: len(i) for s, i in by_step.items()}
     examples = {ex.prompt_id: ex for ex in labeled}
-    model = AutoModelForCausalLM.from_pretrained(str(DEMO_STUDENT_DIR))
+    model = load_causal_lm(DEMO_STUDENT_DIR)
     single = Learner(model, cfg.learner, pad_id=0, top_k=8, max_new_tokens=8)
     ref = [single.train_step([examples[i] for i in by_step[s]]).loss
            for s in range(1, steps + 1)]
@@ -136,7 +136,7 @@ def test_two_workers_match_one_and_stay_identical(tmp_path, labeled, ray_session
     print("max relative loss difference vs one worker:",  # for the notes (-s)
           max(abs(a - b) / abs(b) for a, b in zip(losses, ref, strict=True)))
     assert losses[-1] < losses[0]  # it learned
-    saved = AutoModelForCausalLM.from_pretrained(str(DEMO_STUDENT_DIR))
+    saved = load_causal_lm(DEMO_STUDENT_DIR)
     assert load_checkpoint(run / "ckpt", saved) is not None  # rank 0's last checkpoint
     for (name, a), b in zip(saved.state_dict().items(), single.model.state_dict().values(),
                             strict=True):

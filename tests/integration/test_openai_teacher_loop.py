@@ -20,10 +20,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from up_runner import run_up  # noqa: E402
 
 from online_distill.config import load_config  # noqa: E402
+from online_distill.models.loader import load_model  # noqa: E402
 from online_distill.tasks.models import DEMO_TEACHER_DIR  # noqa: E402
 from online_distill.weights.store import LocalWeightsStore  # noqa: E402
 
@@ -70,9 +70,9 @@ def test_a_student_trains_from_another_daemons_serve_endpoint(tmp_path: Path) ->
     from online_distill.actors.serve import start_serving, stop_serving
 
     store = LocalWeightsStore(tmp_path / "teacher-store")
-    model = AutoModelForCausalLM.from_pretrained(str(DEMO_TEACHER_DIR))
-    store.promote(store.publish(model, AutoTokenizer.from_pretrained(str(DEMO_TEACHER_DIR)),
-                                learner_step=0).version, reason="teacher", by="test")
+    model, tokenizer = load_model(DEMO_TEACHER_DIR)
+    store.promote(store.publish(model, tokenizer, learner_step=0).version, reason="teacher",
+                  by="test")
     port = free_port()
     cfg_a = load_config(None, [f"gate.weights_dir={tmp_path / 'teacher-store'}",
                                f"serve.port={port}", "serve.served_model_name=demo-teacher",

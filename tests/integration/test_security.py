@@ -3,7 +3,12 @@ get 413, and neither the admin token nor the Kafka password reaches Ray's log fi
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,3 +122,71 @@ def test_no_secret_in_rays_log_files(served) -> None:
         data = path.read_bytes()
         assert TOKEN.encode() not in data, path
         assert KAFKA_SECRET.encode() not in data, path
+
+
+# ------------------------------------------------- the whole loop with SASL settings
+ACTORS = ("TeacherActor", "LearnerActor", "GateActor")
+
+
+def actor_environments(ray_tmp: str) -> dict[str, dict[str, str]]:
+    """Environment of each of our Ray session's actor processes, by actor class (found by
+    RAY_TMPDIR, which only this test's `up` and its children carry)."""
+    found: dict[str, dict[str, str]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            raw = (proc / "environ").read_bytes()
+        except OSError:  # gone, or not ours
+            continue
+        env = dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0")
+                   if "=" in kv)
+        if env.get("RAY_TMPDIR") != ray_tmp or not title.startswith("ray::"):
+            continue
+        for actor in ACTORS:
+            if title.startswith(f"ray::{actor}"):
+                found[actor] = env
+    return found
+
+
+def test_the_loop_with_sasl_settings_logs_no_password(tmp_path: Path) -> None:
+    """`up` with the SASL password written in the config (the worst case): the actors get
+    the redacted config and find the password in their environment, and neither a Ray log
+    file, the run folder nor `up`'s output holds it. The embedded broker speaks PLAINTEXT
+    only, so the clients do not send the password; what is checked is where it travels."""
+    exe = Path(sys.executable).parent / "online-distill"
+    run = tmp_path / "run"
+    ray_tmp = tempfile.mkdtemp(prefix="od-ray-", dir="/tmp")  # Ray's socket paths are short
+    var = "OD_TEST_KAFKA_PASSWORD"
+    env = {k: v for k, v in os.environ.items() if k != var} | {"RAY_TMPDIR": ray_tmp}
+    cmd = [str(exe), "up", "--file", "deploy/demo.yaml", "--duration", "10",
+           f"run_dir={run}", f"learner.checkpoint_dir={run}/ckpt", f"gate.weights_dir={run}/w",
+           "serve.enabled=false", "metrics.port=0", "log_level=DEBUG",
+           "kafka.sasl_mechanism=SCRAM-SHA-256", "kafka.sasl_username=od",
+           f"kafka.sasl_password={KAFKA_SECRET}", f"kafka.sasl_password_env={var}"]
+    started = time.monotonic()
+    output = tmp_path / "up.out"  # a file, not a pipe: DEBUG output must not block `up`
+    with output.open("wb") as sink:
+        proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2], env=env,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    seen: dict[str, dict[str, str]] = {}
+    try:
+        while proc.poll() is None and set(seen) != set(ACTORS):
+            seen |= actor_environments(ray_tmp)
+            time.sleep(0.5)
+        proc.wait(timeout=150)
+        print(f"up with SASL settings ran {time.monotonic() - started:.0f} s")
+        out = output.read_bytes()
+        assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
+        assert {a: e.get(var) for a, e in seen.items()} == dict.fromkeys(ACTORS, KAFKA_SECRET)
+        assert KAFKA_SECRET.encode() not in out
+        logs = [p for p in Path(ray_tmp).rglob("*") if p.is_file() and not p.is_symlink()]
+        assert any(p.name.startswith("worker-") for p in logs)  # the actors' own logs
+        files = [*logs, *(p for p in run.rglob("*") if p.is_file())]
+        leaked = [str(p) for p in files if KAFKA_SECRET.encode() in p.read_bytes()]
+        assert leaked == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -19,7 +19,7 @@ def test_publish_writes_loadable_versions_with_manifests(tmp_path) -> None:
     assert store.versions() == [1, 2] and store.manifest(1).offsets == {"labels:0": 5}
     files = {p.name for p in store.path(2).iterdir()}
     assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt")) for f in files)
-    loaded = AutoModelForCausalLM.from_pretrained(str(store.path(2)))
+    loaded = AutoModelForCausalLM.from_pretrained(str(store.path(2)), use_safetensors=True)
     assert loaded.config.n_embd == model.config.n_embd
 
 
