@@ -34,7 +34,8 @@ def load_causal_lm(path: str | Path, device: str | torch.device = "cpu",
             f"cannot load a causal LM from {path}: {exc}; online-distill reads safetensors "
             "only (re-save a .bin model with save_pretrained(safe_serialization=True))"
         ) from exc
-    model = model.to(device)
+    # transformers' stubs type .to() as the dtype overload; it moves the module in place
+    model.to(device)  # type: ignore[arg-type]
     if eval_mode:
         model.eval()
     return model

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from online_distill.config import (
     field_docs,
     load_config,
 )
+from tests.unit.rebuild import rebuilt
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_YAML = REPO / "deploy" / "demo.yaml"
@@ -88,11 +88,11 @@ def test_field_docs_reads_only_string_right_after_a_field() -> None:
     assert field_docs(Sample) == {"documented": "Its help,\non two lines."}
 
 
-def test_configs_are_frozen_and_picklable() -> None:
+def test_configs_are_frozen_and_cross_ray() -> None:
     cfg = Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.learner.lr = 1.0  # type: ignore[misc]
-    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    assert rebuilt(cfg) == cfg
 
 
 def test_direct_construction_normalizes_and_checks_types() -> None:
@@ -367,10 +367,10 @@ def test_demo_mix_validation(mix: dict[str, float], expected: str) -> None:
     assert expected in str(info.value)
 
 
-def test_config_error_survives_pickling() -> None:
+def test_config_error_survives_crossing_ray() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, ["learner.lr=-1"])
-    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+    assert str(rebuilt(info.value)) == str(info.value)
 
 
 # --- the shipped file, dumps and help ---------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pickle
 import re
 import struct
 import time
@@ -35,6 +34,7 @@ from online_distill.messages import (
     new_id,
     to_json_dict,
 )
+from tests.unit.rebuild import rebuilt
 
 NEG_INF = -math.inf
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -498,10 +498,10 @@ def test_invalid_values_in_arrays_are_refused() -> None:
     assert err.reason == "invalid" and "sampled_logprobs[0] = nan" in str(err)
 
 
-def test_decode_error_is_a_value_error_and_pickles() -> None:
+def test_decode_error_is_a_value_error_and_crosses_ray() -> None:
     err = MessageDecodeError("truncated", "header says 812 bytes of arrays, 40 present")
     assert isinstance(err, ValueError)
-    back = pickle.loads(pickle.dumps(err))
+    back = rebuilt(err)
     assert (back.reason, str(back)) == (err.reason, str(err))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 import shutil
 import subprocess
 from collections import deque
@@ -30,6 +29,7 @@ from online_distill.ood.stats import OODSnapshot
 from online_distill.report.snapshot import LoopSnapshot, Restarting
 from online_distill.report.timeline import timeline_record
 from online_distill.teachers.stats import TeacherSnapshot
+from tests.unit.rebuild import rebuilt
 
 
 def samples(registry_or_text: CollectorRegistry | str) -> dict[tuple[str, tuple], float]:
@@ -188,15 +188,15 @@ def test_timeline_record_while_the_learner_and_gate_restart() -> None:
     assert rec["promoted"] == 0 and rec["refused"] == 0
 
 
-def test_snapshots_pickle_as_they_are() -> None:
+def test_snapshots_cross_ray_as_they_are() -> None:
     """What crosses Ray: frozen, slotted, plain values; equal after a round trip."""
     snap = _loop_snapshot()
     snap = dataclasses.replace(  # a finite loss: NaN equals nothing, itself included
         snap, learner=dataclasses.replace(snap.learner, loss=0.25),
         ood=OODSnapshot(kept=3, generated=8, dropped={"noise": 5}))
-    assert pickle.loads(pickle.dumps(snap)) == snap
+    assert rebuilt(snap) == snap
     report = WorkerReport(LearnerSnapshot(step=2, published=(1,)), losses=(0.5, 0.4))
-    assert pickle.loads(pickle.dumps(report)) == report
+    assert rebuilt(report) == report
     for s in (snap, snap.learner, snap.gate, snap.ood, snap.teachers[0], report):
         assert not hasattr(s, "__dict__")  # slotted
         with pytest.raises(dataclasses.FrozenInstanceError):
