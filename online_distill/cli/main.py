@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     from online_distill.config import ConfigError
+    from online_distill.streams import BrokerUnreachable
 
     args = build_parser().parse_args(argv)
     try:
@@ -303,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"online-distill: configuration error: {exc}", file=sys.stderr)
         return 2
+    except BrokerUnreachable as exc:
+        print(f"online-distill: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stderr.close()
         return 0

@@ -16,6 +16,7 @@ from online_distill.cli.produce import DemoTrafficThread
 from online_distill.cli.status import ProbeWatcher, status_line
 from online_distill.config import Config
 from online_distill.metrics import StageMetrics
+from online_distill.models.tokenizers import check_shared_tokenizer
 from online_distill.report.snapshot import Restarting
 from online_distill.report.timeline import TimelineWriter, timeline_record
 from online_distill.tasks.traffic import DemoTraffic
@@ -54,6 +55,7 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
     from online_distill.actors.supervisor import Supervisor
     from online_distill.streams import KafkaSink  # kafka-python: only when the loop runs
 
+    check_shared_tokenizer(cfg)  # before anything starts: a clear error, not silent garbage
     stop = threading.Event()
     sup = Supervisor(cfg)
     loop = sup.start()

@@ -24,6 +24,7 @@ from .dead_letter import DeadLetterWriter, decode_or_dead_letter
 from .embedded import EmbeddedBroker, tansu_binary
 from .exceptions import (
     BrokerError,
+    BrokerUnreachable,
     CommitError,
     FailureKind,
     SendFailure,
@@ -55,6 +56,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BrokerError",
+    "BrokerUnreachable",
     "CommitError",
     "DeadLetterWriter",
     "Delivered",

@@ -66,3 +66,8 @@ class CommitError(SourceError):
 
 class BrokerError(StreamsError):
     """The embedded broker could not be found, started, or reached."""
+
+
+class BrokerUnreachable(StreamsError):
+    """No broker answered at the bootstrap address when a client was created (a wrong
+    address, a broker not running, a firewall): the message names the address."""

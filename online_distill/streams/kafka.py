@@ -11,7 +11,8 @@ imports this module lazily: `import online_distill.streams` loads no Kafka clien
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kerrors
@@ -21,6 +22,7 @@ from kafka.structs import OffsetAndMetadata
 from ..config.kafka import KafkaConfig
 from .admin import client_kwargs, ensure_topics, redact_kafka_logs
 from .exceptions import (
+    BrokerUnreachable,
     CommitError,
     FailureKind,
     SendFailure,
@@ -35,6 +37,20 @@ __all__ = ["KafkaSink", "KafkaSource", "client_kwargs", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 redact_kafka_logs()  # kafka-python logs its configuration, password included, at DEBUG
+
+
+@contextmanager
+def unreachable_as_error(bootstrap: str, cfg: KafkaConfig) -> Iterator[None]:
+    """kafka-python's "no broker answered" errors at client creation as one
+    :class:`BrokerUnreachable` that names the address (a user mistake, not a traceback)."""
+    try:
+        yield
+    except kerrors.KafkaTimeoutError as exc:  # kafka-python 3: "Unable to bootstrap from"
+        raise BrokerUnreachable(
+            f"no Kafka broker answered at {bootstrap} ({cfg.security_protocol}) within "
+            f"{cfg.request_timeout_ms / 1000:g} s (kafka.request_timeout_ms); check "
+            "kafka.bootstrap_servers: `online-distill up` prints the address of the broker it "
+            "runs ('online-distill up: broker HOST:PORT')") from exc
 
 
 def _tp(p: Partition) -> TopicPartition:
@@ -68,7 +84,20 @@ class KafkaSource:
         self._reset = cfg.auto_offset_reset
         kwargs = client_kwargs(cfg, bootstrap)
         kwargs["client_id"] = f"{cfg.client_id}.{stage}"
-        self._consumer = KafkaConsumer(
+        with unreachable_as_error(bootstrap, cfg):
+            self._consumer = self._connect(cfg, kwargs)
+            if manual_assign:
+                rank, n = shard
+                parts = [TopicPartition(t, i) for t in topics
+                         for i in shard_partitions(self._partitions_of(t), rank, n)]
+                self._consumer.assign(parts)
+            else:
+                self._consumer.subscribe(list(topics))
+
+    def _connect(self, cfg: KafkaConfig, kwargs: dict[str, object]) -> KafkaConsumer:
+        return KafkaConsumer(
+            # Finding the cluster waits one request timeout, like every other broker call.
+            bootstrap_timeout_ms=cfg.request_timeout_ms,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset=cfg.auto_offset_reset,
@@ -80,13 +109,6 @@ class KafkaSource:
             max_poll_records=cfg.max_poll_records,
             **kwargs,
         )
-        if manual_assign:
-            rank, n = shard
-            parts = [TopicPartition(t, i) for t in topics
-                     for i in shard_partitions(self._partitions_of(t), rank, n)]
-            self._consumer.assign(parts)
-        else:
-            self._consumer.subscribe(list(topics))
 
     def _partitions_of(self, topic: str) -> list[int]:
         parts = sorted(self._consumer.partitions_for_topic(topic))
@@ -237,7 +259,16 @@ class KafkaSink:
     def __init__(self, cfg: KafkaConfig, bootstrap: str, stage: str = "producer") -> None:
         kwargs = client_kwargs(cfg, bootstrap)
         kwargs["client_id"] = f"{cfg.client_id}.{stage}"
-        self._producer = KafkaProducer(
+        with unreachable_as_error(bootstrap, cfg):
+            self._producer = self._connect(cfg, kwargs)
+        self._pending: list[_Handle] = []
+        self._closed = False
+
+    @staticmethod
+    def _connect(cfg: KafkaConfig, kwargs: dict[str, object]) -> KafkaProducer:
+        return KafkaProducer(
+            # Finding the cluster waits one request timeout, like every other broker call.
+            bootstrap_timeout_ms=cfg.request_timeout_ms,
             acks="all",
             linger_ms=cfg.producer_linger_ms,
             max_request_size=cfg.max_message_bytes,
@@ -251,8 +282,6 @@ class KafkaSink:
                                 else cfg.producer_idempotence),
             **kwargs,
         )
-        self._pending: list[_Handle] = []
-        self._closed = False
 
     def send(self, topic: str, value: bytes, key: bytes | None = None) -> _Handle:
         if self._closed:

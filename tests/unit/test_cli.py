@@ -75,3 +75,19 @@ def test_versions_promote_and_rollback_work_on_a_store(tmp_path, capsys) -> None
     assert "25.0%" in lines[2] and "refused" in lines[2] and "head/exact_match" in lines[2]
     assert main(["versions", "--json", where]) == 0
     assert [r["promoted"] for r in json.loads(capsys.readouterr().out)] == [True, False, False]
+
+
+@pytest.mark.parametrize("verb", ["produce", "export"])
+def test_no_broker_is_one_sentence_and_exit_1(verb: str, tmp_path, capsys) -> None:
+    """A dead address: one line that names it and where `up` prints the right one; no
+    traceback (kafka-python's own error is "Unable to bootstrap")."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"text": "12+34="}\n')
+    args = [str(prompts)] if verb == "produce" else ["--out", str(tmp_path / "x.jsonl")]
+    rc = main([verb, *args, "kafka.bootstrap_servers=127.0.0.1:1",
+               "kafka.request_timeout_ms=1000"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.startswith("online-distill: no Kafka broker answered at 127.0.0.1:1"), err
+    assert "online-distill up: broker" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
