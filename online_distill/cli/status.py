@@ -6,6 +6,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from online_distill.learner.stats import LearnerSnapshot
 from online_distill.report.snapshot import LoopSnapshot, Restarting
 from online_distill.weights import PromotedFollower, WeightsStore
 
@@ -13,16 +14,23 @@ if TYPE_CHECKING:
     from online_distill.cli.up import UpSummary
 
 
-class ProbeWatcher:
-    """The served (promoted) student's head/tail exact-match and freshness.
+STALL_S = 30.0
+"""No learner step for this long: the status line says why (what waits, what was dropped)."""
 
-    Scores come from the gate's verdict on the version (it scored them already); a version
-    promoted by hand or with the gate off is scored here. A version that cannot be read
-    leaves the previous one's line (:class:`PromotedFollower`'s policy).
+
+class ProbeWatcher:
+    """The served (promoted) student's scores on the gate's probes, and its freshness.
+
+    With the demo task (``demo=True``): exact-match on its head and tail problems, from the
+    gate's verdict on the version, or scored here for a version promoted by hand or with
+    the gate off. Without it: the agreement with the teacher on the held-out traffic probes
+    (``holdout``, ``rolling``), from the verdict only (there is no task to score). A version
+    that cannot be read leaves the previous one's line (:class:`PromotedFollower`'s policy).
     """
 
-    def __init__(self, store: WeightsStore, size: int = 100) -> None:
-        self.store, self.size = store, size
+    def __init__(self, store: WeightsStore, size: int = 100, demo: bool = True) -> None:
+        self.store, self.size, self.demo = store, size, demo
+        self.metric = "exact_match" if demo else "agreement"
         self.follower: PromotedFollower[tuple[dict[str, float], float | None]] = (
             PromotedFollower(store, self._facts, name="status line"))
 
@@ -44,10 +52,12 @@ class ProbeWatcher:
     def _facts(self, served: int) -> tuple[dict[str, float], float | None]:
         """(exact-match per probe, newest trained prompt's time) of version ``served``."""
         verdict = self.store.verdict(served) or {}
-        scores = {p: m["exact_match"] for p, m in verdict.get("scores", {}).items()
-                  if "exact_match" in m}
+        scores = {p: m[self.metric] for p, m in verdict.get("scores", {}).items()
+                  if self.metric in m}
         newest = self.store.manifest(served).metrics.get("prompt_newest_at")
-        return scores or score_model(str(self.store.path(served)), self.size), newest
+        if not scores and self.demo:
+            scores = score_model(str(self.store.path(served)), self.size)
+        return scores, newest
 
     def freshness_s(self) -> float | None:
         """Seconds since the newest prompt the served student trained on entered the stream."""
@@ -63,8 +73,18 @@ def score_model(path: str, size: int) -> dict[str, float]:
     return probe_scores(model, tok, size=size)
 
 
+def why_no_step(learner: LearnerSnapshot, batch_size: int | None) -> str:
+    """What the learner waits for, and what it did not train, by reason."""
+    waits = f"{learner.pending} fresh waiting" + (f" of a batch of {batch_size}"
+                                                  if batch_size else "")
+    return (f"{waits}; not trained: critics {learner.critic_dropped}, held out "
+            f"{learner.held_out}, duplicates {learner.duplicates}, empty {learner.empty}")
+
+
 def status_line(elapsed: float, sent: int, snap: LoopSnapshot, probe: ProbeWatcher,
-                prev: dict[str, float]) -> str:
+                prev: dict[str, float], batch_size: int | None = None) -> str:
+    """One line of the loop's state; ``prev`` carries what the last line saw (rates, when the
+    learner last stepped)."""
     labeled = snap.labeled
     lag = sum(max(0, t.lag) for t in snap.answering_teachers())
     learner = None if isinstance(snap.learner, Restarting) else snap.learner
@@ -72,8 +92,13 @@ def status_line(elapsed: float, sent: int, snap: LoopSnapshot, probe: ProbeWatch
     rate_in = (sent - prev.get("sent", 0)) / dt
     rate_lab = (labeled - prev.get("labeled", 0)) / dt
     prev.update(t=elapsed, sent=sent, labeled=labeled)
+    if learner is not None and learner.step != prev.get("step"):
+        prev.update(step=learner.step, step_t=elapsed)
+    stalled = learner is not None and elapsed - prev.get("step_t", 0.0) >= STALL_S
     loss = learner.loss if learner else None
     acc = " ".join(f"{k}={v:.0%}" for k, v in probe.scores.items()) or "-"
+    if not probe.demo:
+        acc = f"agreement {acc}"
     fresh = probe.freshness_s()
     gate = {} if isinstance(snap.gate, Restarting) else snap.gate.counts
     restarting = snap.restarting()
@@ -87,6 +112,8 @@ def status_line(elapsed: float, sent: int, snap: LoopSnapshot, probe: ProbeWatch
             f"{'-' if fresh is None else f'{fresh:.0f}s'} "
             f"(promoted {gate.get('promoted', 0)} refused {gate.get('refused', 0)})"
             + feedback
+            + (f"  no step for {elapsed - prev['step_t']:.0f}s: "
+               f"{why_no_step(learner, batch_size)}" if stalled and learner else "")
             + (f"  restarting: {','.join(restarting)}" if restarting else ""))
 
 

@@ -76,7 +76,7 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
         topic = cfg.kafka.prompts_topic
         pusher = start_pusher(cfg, "driver", registry,
                               lambda: produced.update({}, {topic: traffic.sent}, {}, None))
-    probe = ProbeWatcher(store_for(cfg))
+    probe = ProbeWatcher(store_for(cfg), demo=cfg.demo.enabled)
     timeline = TimelineWriter(cfg.run_dir)
     start, prev = time.monotonic(), dict[str, float]()
     print(f"online-distill up: broker {loop.bootstrap}, {len(loop.teachers)} teacher(s), "
@@ -90,7 +90,8 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
             snap = sup.snapshot()
             probe.refresh()
             sent = traffic.sent if traffic else 0
-            print(status_line(elapsed, sent, snap, probe, prev), flush=True)
+            print(status_line(elapsed, sent, snap, probe, prev, cfg.learner.batch_size),
+                  flush=True)
             timeline.write(timeline_record(
                 time.time(), elapsed, sent, snap, probe.version, probe.scores,
                 probe.freshness_s(), traffic.drifted_at is not None if traffic else None))

@@ -40,6 +40,7 @@ class LearnerSnapshot:
     duplicates: int = 0
     held_out: int = 0
     critic_dropped: int = 0
+    empty: int = 0
     self_distilled: int = 0
     by_origin: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0
@@ -132,7 +133,7 @@ class LearnerStageStats:
             step=step, skipped_steps=skipped_steps,
             loss=last.loss if last else None, tokens=last.tokens if last else 0,
             fresh_trained=self.fresh_trained, duplicates=self.duplicates,
-            held_out=self.held_out, critic_dropped=self.critic_dropped,
+            held_out=self.held_out, critic_dropped=self.critic_dropped, empty=self.empty,
             self_distilled=self.self_distilled, by_origin=dict(self.by_origin),
             checkpoints=self.checkpoints, checkpoint_failures=self.checkpoint_failures,
             non_finite_steps=self.non_finite_steps,

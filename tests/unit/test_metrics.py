@@ -206,19 +206,38 @@ def test_snapshots_cross_ray_as_they_are() -> None:
 
 
 def test_status_line_reads_the_snapshot() -> None:
-    probe = SimpleNamespace(scores={"head": 0.5}, version=2, freshness_s=lambda: 4.0)
+    probe = SimpleNamespace(scores={"head": 0.5}, version=2, freshness_s=lambda: 4.0,
+                            demo=True)
     snap = dataclasses.replace(_loop_snapshot(), ood=OODSnapshot(kept=3, generated=8))
     prev: dict[str, float] = {}
     line = status_line(10.0, 40, snap, probe, prev)  # type: ignore[arg-type]
     assert "labeled 10 (" in line and "lag prompts 3 labels 7" in line and "step 5" in line
     assert "served v2 head=50% fresh 4s (promoted 2 refused 1)" in line
     assert "feedback kept 3 of 8" in line and line.endswith("restarting: teacher-1")
-    assert prev == {"t": 10.0, "sent": 40, "labeled": 10}
+    assert prev == {"t": 10.0, "sent": 40, "labeled": 10, "step": 5, "step_t": 10.0}
     down = LoopSnapshot(teachers=(), learner=Restarting("no answer"),
                         gate=Restarting("no answer"))
     line = status_line(20.0, 40, down, probe, prev)  # type: ignore[arg-type]
     assert "labels -  step - loss None" in line
     assert line.endswith("restarting: learner,gate")
+
+
+def test_status_line_says_why_nothing_trains_and_shows_agreement_without_the_demo() -> None:
+    """No step for 30 s: what the learner waits for and what it dropped, by reason. Without
+    the demo task the served student's line is its agreement on held-out traffic."""
+    probe = SimpleNamespace(scores={"rolling": 0.8}, version=3, freshness_s=lambda: None,
+                            demo=False)
+    learner = LearnerSnapshot(step=0, pending=9, critic_dropped=391, held_out=8,
+                              duplicates=2, empty=1)
+    snap = dataclasses.replace(_loop_snapshot(), learner=learner)
+    prev: dict[str, float] = {}
+    line = status_line(5.0, 40, snap, probe, prev, batch_size=32)  # type: ignore[arg-type]
+    assert "agreement rolling=80%" in line and "no step" not in line
+    line = status_line(40.0, 40, snap, probe, prev, batch_size=32)  # type: ignore[arg-type]
+    assert ("no step for 35s: 9 fresh waiting of a batch of 32; not trained: critics 391, "
+            "held out 8, duplicates 2, empty 1") in line
+    moved = dataclasses.replace(snap, learner=dataclasses.replace(learner, step=1))
+    assert "no step" not in status_line(45.0, 40, moved, probe, prev)  # type: ignore[arg-type]
 
 
 def test_report_reads_the_files_the_loop_writes() -> None:
