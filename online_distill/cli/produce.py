@@ -8,15 +8,16 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-from online_distill.messages import PromptMessage, encode
+from online_distill.messages import PromptMessage, encode, new_id
+from online_distill.messages.foreign import prompt_from_json
 from online_distill.streams import MessageSink
 from online_distill.tasks.traffic import DemoTraffic
 
 
 def prompts_from_lines(lines: Iterable[str]) -> Iterator[PromptMessage]:
-    """Each line is a JSON object with ``text`` (and optional ``id``, ``kind``), or plain text.
-
-    Raises ValueError naming the line number when a JSON object has no string ``text``.
+    """Each line is a JSON object with ``text`` (and optional ``id``, ``kind``), or plain text
+    (the shapes the prompts topic takes from any producer: :mod:`online_distill.messages.
+    foreign`). Raises ValueError naming the line number when a JSON object is not a prompt.
     """
     for n, raw in enumerate(lines, 1):
         line = raw.rstrip("\n")
@@ -27,10 +28,12 @@ def prompts_from_lines(lines: Iterable[str]) -> Iterator[PromptMessage]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"line {n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(obj.get("text"), str):
-                raise ValueError(f'line {n}: a JSON prompt needs a string "text" field')
-            extra = {k: obj[k] for k in ("id", "kind") if isinstance(obj.get(k), str)}
-            yield PromptMessage(text=obj["text"], **extra)
+            if not isinstance(obj, dict):
+                raise ValueError(f"line {n}: a JSON prompt must be an object")
+            try:
+                yield prompt_from_json({"id": new_id(), **obj})
+            except ValueError as exc:
+                raise ValueError(f"line {n}: {exc}") from None
         else:
             yield PromptMessage(text=line)
 

@@ -16,6 +16,7 @@ DecodeReason = Literal[
     "bad_checksum",  # CRC-32 mismatch: the bytes were corrupted on the way
     "bad_header",  # the header is not a UTF-8 JSON object
     "bad_field",  # a field is missing or has the wrong JSON type
+    "bad_json",  # a foreign prompt that starts with '{' but is not a JSON object with "text"
     "invalid",  # well-formed, but the message breaks a rule (shapes, logprobs > 0, ...)
 ]
 """Why a message could not be decoded: a small fixed set, fit for a metrics label."""

@@ -49,8 +49,8 @@ from online_distill.streams import (
     MessageSink,
     MessageSource,
     Record,
-    decode_or_dead_letter,
     next_offsets,
+    prompt_or_dead_letter,
 )
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,7 @@ class OODStage:
             # Step 2: decode; bad input goes to the dead-letter topic.
             traffic: list[tuple[Record, PromptMessage]] = []
             for rec in records:
-                prompt = decode_or_dead_letter(rec, PromptMessage, self.dead_letters,
-                                               self.max_message_bytes)
+                prompt = prompt_or_dead_letter(rec, self.dead_letters, self.max_message_bytes)
                 if prompt is None:
                     continue
                 if prompt.origin == "traffic":

@@ -7,7 +7,7 @@
 - `kafka.py`: `KafkaSource`, `KafkaSink` (kafka-python); `admin.py`: `client_kwargs`
   (security/SASL/TLS from the config), `ensure_topics`.
 - `embedded.py`: `EmbeddedBroker`, the Tansu child process of the one-machine demo.
-- `dead_letter.py`: `DeadLetterWriter`, `decode_or_dead_letter`.
+- `dead_letter.py`: `DeadLetterWriter`, `decode_or_dead_letter`, `prompt_or_dead_letter`.
 - `exceptions.py`: `SinkError`, `CommitError`, `SourceError`, `BrokerError`.
 
 Importing this package loads no Kafka client: `KafkaSource`/`KafkaSink` import kafka-python
@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .admin import client_kwargs, daemon_topics, ensure_topics
-from .dead_letter import DeadLetterWriter, decode_or_dead_letter
+from .dead_letter import DeadLetterWriter, decode_or_dead_letter, prompt_or_dead_letter
 from .embedded import EmbeddedBroker, tansu_binary
 from .exceptions import (
     BrokerError,
@@ -79,6 +79,7 @@ __all__ = [
     "client_kwargs",
     "daemon_topics",
     "decode_or_dead_letter",
+    "prompt_or_dead_letter",
     "ensure_topics",
     "next_offsets",
     "tansu_binary",

@@ -12,7 +12,8 @@ import logging
 from collections import Counter
 
 from ..messages import DeadLetter, MessageDecodeError, decode, encode
-from ..messages.schema import M
+from ..messages.foreign import decode_prompt
+from ..messages.schema import M, PromptMessage
 from .protocol import MessageSink, Record, SendHandle
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,17 @@ def decode_or_dead_letter(
     """
     try:
         return decode(record.value, expected_type, max_bytes)
+    except MessageDecodeError as e:
+        writer.send(record, str(e), e.reason)
+        return None
+
+
+def prompt_or_dead_letter(record: Record, writer: DeadLetterWriter, max_bytes: int
+                          ) -> PromptMessage | None:
+    """The prompt in a prompts-topic record (binary, JSON object or plain UTF-8 text: see
+    :mod:`online_distill.messages.foreign`), or None after dead-lettering it."""
+    try:
+        return decode_prompt(record.value, record.key, max_bytes)
     except MessageDecodeError as e:
         writer.send(record, str(e), e.reason)
         return None

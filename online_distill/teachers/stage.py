@@ -36,8 +36,8 @@ from online_distill.streams import (
     MessageSink,
     MessageSource,
     Record,
-    decode_or_dead_letter,
     next_offsets,
+    prompt_or_dead_letter,
 )
 from online_distill.teachers.protocol import LabelRequest, TeacherBackend
 from online_distill.teachers.stats import TeacherStats
@@ -105,8 +105,7 @@ class TeacherStage:
         # Step 2: decode; bad input goes to the dead-letter topic.
         good: list[tuple[Record, PromptMessage, list[int]]] = []
         for rec in records:
-            prompt = decode_or_dead_letter(rec, PromptMessage, self.dead_letters,
-                                           self.max_message_bytes)
+            prompt = prompt_or_dead_letter(rec, self.dead_letters, self.max_message_bytes)
             if prompt is None:
                 continue
             ids = list(self.tokenizer(prompt.text).input_ids)

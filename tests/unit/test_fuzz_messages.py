@@ -29,6 +29,7 @@ and that the input offsets are committed past every record. Over the module at l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -70,6 +71,7 @@ from online_distill.messages import (
     encode,
     to_json_dict,
 )
+from online_distill.messages.foreign import decode_prompt
 from online_distill.ood import LineFeedback
 from online_distill.ood.callouts import StudentEnergyScorer, TeacherPromptWriter
 from online_distill.ood.stage import OODStage
@@ -504,10 +506,22 @@ def place(log: MemoryLog, topics: list[str], records: list[Fuzzed]
             for f in records]
 
 
+def foreign_claims(f: Fuzzed, limit: int) -> Fuzzed:
+    """On the prompts topic a record that is not online-distill's binary format is read as
+    a JSON object or plain UTF-8 text (:mod:`online_distill.messages.foreign`): the
+    generator's claims, made for the binary decoder, do not hold for it."""
+    if f.value[:len(MAGIC)] == MAGIC or len(f.value) > limit:
+        return f
+    return dataclasses.replace(f, valid=None, expect="")
+
+
 def oracle(f: Fuzzed, expected: type, limit: int) -> Message | MessageDecodeError:
-    """What decoding says; also checks the generator's own claim about the record."""
+    """What decoding says; also checks the generator's own claim about the record. Prompts
+    decode as the prompts topic reads them (binary, JSON object or plain text)."""
     try:
-        msg: Message | MessageDecodeError = decode(f.value, expected, limit)
+        msg: Message | MessageDecodeError = (
+            decode_prompt(f.value, f.key, limit) if expected is PromptMessage
+            else decode(f.value, expected, limit))
     except MessageDecodeError as e:
         msg = e
     refused = isinstance(msg, MessageDecodeError)
@@ -598,6 +612,7 @@ def run_teacher(records: list[Fuzzed], backend: HFTeacher, limit: int = LIMIT) -
     letters = dead_letters(log)
     want_labeled: Counter[str] = Counter()
     for rec, f in placed:
+        f = foreign_claims(f, limit)
         msg = oracle(f, PromptMessage, limit)
         letter = letters.pop((rec.topic, rec.partition, rec.offset), None)
         if isinstance(msg, MessageDecodeError):
@@ -756,6 +771,7 @@ def run_ood(records: list[Fuzzed], scorer: StudentEnergyScorer,
     letters = dead_letters(log)
     n_valid = 0  # prompts that decode (scored, unscored or not traffic)
     for rec, f in placed:
+        f = foreign_claims(f, limit)
         msg = oracle(f, PromptMessage, limit)
         letter = letters.pop((rec.topic, rec.partition, rec.offset), None)
         if isinstance(msg, MessageDecodeError):
