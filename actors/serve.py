@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from online_distill.config import Config, config_from_dict
 from online_distill.metrics import ServeMetrics
 from online_distill.serving.admin import ADMIN_MAX_BODY_BYTES, AdminService
+from online_distill.serving.capture import PromptCapture
 from online_distill.serving.schemas import Completion, CompletionRequest, ErrorBody, ModelList
 from online_distill.serving.service import CompletionService, Item, run_items
 from online_distill.serving.swap import ModelSlot, Watcher
@@ -99,7 +100,8 @@ def _json(answer: tuple[int, dict[str, Any], dict[str, str]]) -> JSONResponse:
 @serve.deployment(name="student")
 @serve.ingress(app)
 class StudentServer:
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], bootstrap: str = "") -> None:
+        """``bootstrap``: the broker the loop runs on (``serve.capture`` produces there)."""
         self.cfg = config_from_dict(cfg)
         s = self.cfg.serve
         torch.set_num_threads(1)
@@ -107,7 +109,9 @@ class StudentServer:
         self.slot = ModelSlot(store, s.served_model_name, device=s.device)
         self.slot.refresh()
         self.watcher = Watcher(self.slot.refresh, s.poll_interval_s)
-        self.service = CompletionService(self.slot, limits_of(self.cfg), s.served_model_name)
+        self.capture = self._capture(bootstrap) if s.capture > 0 else None
+        self.service = CompletionService(self.slot, limits_of(self.cfg), s.served_model_name,
+                                         on_answer=self.capture.offer if self.capture else None)
         self.admin = AdminService(store, s.admin_token_env)
         # Which replica answered (X-Replica): benchmarks time each replica's swap with it.
         self.service.replica = serve.get_replica_context().replica_id.unique_id
@@ -115,9 +119,24 @@ class StudentServer:
         self.metrics = ServeMetrics(registry)
         self.pusher = start_pusher(self.cfg, f"serve-{self.service.replica[:8]}", registry,
                                    lambda: self.metrics.update(self.slot.version,
-                                                               self.slot.stats))
+                                                               self.slot.stats, self.capture))
         self._batched.set_max_batch_size(s.max_batch_size)
         self._batched.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
+
+    def _capture(self, bootstrap: str) -> PromptCapture:
+        """Answered prompts back to the prompts topic, in the background (serve.capture)."""
+        from online_distill.streams import KafkaSink  # kafka-python: only when capturing
+
+        k, s = self.cfg.kafka, self.cfg.serve
+        address = bootstrap or k.bootstrap_servers
+        return PromptCapture(lambda: KafkaSink(k, address, "serve-capture"), k.prompts_topic,
+                             s.capture, s.capture_queue)
+
+    def capture_stats(self) -> dict[str, Any]:
+        """Served prompts produced and dropped by reason (None when capture is off)."""
+        if self.capture is None:
+            return {"captured": None, "dropped": {}}
+        return {"captured": self.capture.captured, "dropped": dict(self.capture.dropped)}
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)  # both set from serve.* below
     async def _batched(self, items: list[Item]) -> list[dict[str, Any] | ApiError]:
@@ -191,12 +210,15 @@ class StudentServer:
 
     def __del__(self) -> None:
         self.watcher.stop()
+        if self.capture is not None:
+            self.capture.stop()
         if self.pusher is not None:
             self.pusher.stop()
 
 
-def student_app(cfg: Config) -> Any:
-    """The bound Serve application for ``serve.run``."""
+def student_app(cfg: Config, bootstrap: str = "") -> Any:
+    """The bound Serve application for ``serve.run``; ``bootstrap``: the loop's broker (the
+    embedded one's address, which the config does not hold)."""
     s = cfg.serve
     from online_distill.config import config_to_dict
 
@@ -204,14 +226,14 @@ def student_app(cfg: Config) -> Any:
         num_replicas=s.num_replicas, max_ongoing_requests=s.max_concurrency,
         max_queued_requests=s.max_queued_requests,
         ray_actor_options={"num_cpus": s.num_cpus},
-    ).bind(config_to_dict(cfg, redact=True))  # replicas need no Kafka password
+    ).bind(config_to_dict(cfg, redact=True), bootstrap)  # a password comes from the env
 
 
-def start_serving(cfg: Config) -> str:
+def start_serving(cfg: Config, bootstrap: str = "") -> str:
     """Start Serve's HTTP proxy on serve.host:port and deploy the app; returns the base URL."""
     s = cfg.serve
     serve.start(http_options={"host": s.host, "port": s.port})
-    serve.run(student_app(cfg), name=APP_NAME, route_prefix="/")
+    serve.run(student_app(cfg, bootstrap), name=APP_NAME, route_prefix="/")
     return f"http://{s.host}:{s.port}"
 
 

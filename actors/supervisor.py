@@ -108,7 +108,7 @@ class Supervisor:
         if cfg.serve.enabled:
             from online_distill.actors.serve import start_serving
 
-            self.loop.serve_url = start_serving(cfg)
+            self.loop.serve_url = start_serving(cfg, bootstrap)
             log.info("serving the promoted student at %s/v1/completions", self.loop.serve_url)
         return self.loop
 

@@ -70,9 +70,21 @@ class ServeConfig:
     version meanwhile and all switch at the same moment, so a client's versions never go
     backwards across replicas. Keep it above poll_interval_s plus a model load."""
 
+    capture: float = 0.0
+    """Share of the requests the served student answers (0-1) whose prompts go back to the
+    prompts topic as prompts with origin=served, so the apps' own traffic keeps it learning.
+    Only the prompt is kept. Asynchronous and bounded: it never delays or fails a request;
+    what cannot be produced (queue full, broker down) is counted as dropped. 0: off."""
+
+    capture_queue: int = 1000
+    """Captured prompts waiting to be produced, at most, per replica; beyond it they are
+    dropped (counted)."""
+
     def __post_init__(self) -> None:
         normalize_fields(self)
         check_range(self, "port", ge=1, le=65535, fix="a typical value is 8000")
+        check_range(self, "capture", ge=0, le=1, fix="a share of requests: 0 (off) to 1 (all)")
+        check_range(self, "capture_queue", ge=1, fix="a typical value is 1000")
         check_nonempty(self, "served_model_name", "a typical value is 'online-distill-student'")
         check_range(self, "num_replicas", ge=1, fix="a typical value is 1-4")
         check_range(self, "num_cpus", gt=0, fix="a typical value is 0.25-1")

@@ -39,10 +39,11 @@ class StepObserver(Protocol):
 
 
 def live_traffic(fresh: Sequence[LabeledExample], sig: LiveSignals) -> list[tuple[int, int]]:
-    """(index into ``fresh``, index into the signals) of the step's live-traffic examples
-    (feedback prompts and replayed or self-distilled examples are not live traffic)."""
+    """(index into ``fresh``, index into the signals) of the step's live-traffic examples:
+    traffic and served prompts (feedback prompts and replayed or self-distilled examples are
+    not live traffic)."""
     return [(i, j) for j, i in enumerate(sig.examples)
-            if i < len(fresh) and fresh[i].origin == "traffic"]
+            if i < len(fresh) and fresh[i].origin != "feedback"]
 
 
 class AuditLog:

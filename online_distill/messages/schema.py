@@ -29,8 +29,10 @@ from ._checks import (
     check_token_ids,
 )
 
-Origin = Literal["traffic", "feedback"]
-"""traffic: a production prompt; feedback: a synthetic prompt asked for by the OOD loop."""
+Origin = Literal["traffic", "feedback", "served"]
+"""traffic: a production prompt; feedback: a synthetic prompt asked for by the OOD loop;
+served: a prompt the served student answered, captured from its API (``serve.capture``).
+Traffic and served prompts are both live traffic."""
 Source = Literal["teacher", "student"]
 """Who generated the pseudo-target's tokens (Joint-Teaching scores student PTs too)."""
 Decoding = Literal["greedy", "sample", "beam"]

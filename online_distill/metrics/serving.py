@@ -89,6 +89,12 @@ class ServeMetrics:
                                       "promotion's effective time).", LATENCY_BUCKETS)
         self.failed_loads = counter(registry, "serve_failed_loads_total",
                                     "Promoted versions the replica failed to load.")
+        self.captured = counter(registry, "serve_captured_prompts_total",
+                                "Answered prompts produced back to the prompts topic "
+                                "(serve.capture, origin=served).")
+        self.capture_dropped = counter(registry, "serve_capture_dropped_total",
+                                       "Answered prompts sampled for capture but not produced, "
+                                       "by reason (queue_full, broker, stopped).", ["reason"])
 
         self.totals = Totals()
 
@@ -96,8 +102,14 @@ class ServeMetrics:
         self.requests.labels(str(code)).inc()
         self.latency.observe(seconds)
 
-    def update(self, version: int | None, stats: Any) -> None:
-        """From the replica's model slot (:class:`online_distill.serving.swap.SwapStats`)."""
+    def update(self, version: int | None, stats: Any, capture: Any = None) -> None:
+        """From the replica's model slot (:class:`online_distill.serving.swap.SwapStats`)
+        and its capture of served prompts (:class:`online_distill.serving.capture.
+        PromptCapture`, None when off)."""
+        if capture is not None:
+            self.totals.set(self.captured, capture.captured)
+            for reason, n in capture.dropped.items():
+                self.totals.set(self.capture_dropped, n, reason)
         if version is not None:
             self.version.set(version)
         self.totals.set(self.swaps, stats.swaps)

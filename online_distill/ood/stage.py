@@ -113,7 +113,7 @@ class OODStage:
                 prompt = prompt_or_dead_letter(rec, self.dead_letters, self.max_message_bytes)
                 if prompt is None:
                     continue
-                if prompt.origin == "traffic":
+                if prompt.origin != "feedback":  # traffic and served prompts: live traffic
                     traffic.append((rec, prompt))
                 else:
                     self.stats.ignored_feedback += 1

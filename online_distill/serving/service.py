@@ -33,8 +33,12 @@ RunBatch = Callable[[Item], Awaitable[dict[str, Any]]]
 class CompletionService:
     """Turns raw request bodies into OpenAI answers using the slot's current engine."""
 
-    def __init__(self, slot: ModelSlot, limits: ServingLimits, served_model_name: str) -> None:
+    def __init__(self, slot: ModelSlot, limits: ServingLimits, served_model_name: str,
+                 on_answer: Callable[[list[str]], None] | None = None) -> None:
+        """``on_answer``: sees the prompts of every request answered 200 (the capture of
+        served traffic); it must not block."""
         self.slot, self.limits, self.name = slot, limits, served_model_name
+        self.on_answer = on_answer
         self.replica = ""
 
     def headers(self, version: int | None = None) -> dict[str, str]:
@@ -82,6 +86,8 @@ class CompletionService:
             body = await run_batch(item)
         except ApiError as err:
             return err.status, err.body(), self.headers()
+        if self.on_answer is not None:
+            self.on_answer(item[1])
         return 200, body, self.headers(int(body["version"]))
 
     def models(self) -> Answer:

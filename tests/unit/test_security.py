@@ -196,9 +196,9 @@ def test_up_start_up_output_and_logs_hold_no_secret(monkeypatch, capsys, caplog)
 def test_serve_replicas_get_the_config_without_the_kafka_password() -> None:
     from online_distill.actors.serve import student_app
 
-    app = student_app(load_config(None, SASL))
-    (plain,) = app._bound_deployment.init_args  # what Serve stores and hands each replica
-    assert plain["kafka"]["sasl_password"] == "***"
+    app = student_app(load_config(None, SASL), "k1:9093")
+    plain, bootstrap = app._bound_deployment.init_args  # what Serve hands each replica
+    assert plain["kafka"]["sasl_password"] == "***" and bootstrap == "k1:9093"
     assert SECRET not in repr(plain)
 
 
