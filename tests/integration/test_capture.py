@@ -15,20 +15,12 @@ import httpx
 import pytest
 import ray
 
-from online_distill.config import TeacherConfig, load_config
-from online_distill.messages import LabeledExample, decode
+from online_distill.config import load_config
 from online_distill.models.loader import load_model
-from online_distill.streams import (
-    DeadLetterWriter,
-    EmbeddedBroker,
-    KafkaSink,
-    KafkaSource,
-    ensure_topics,
-)
+from online_distill.streams import EmbeddedBroker, ensure_topics
 from online_distill.tasks.models import DEMO_TEACHER_DIR
-from online_distill.teachers.hf import HFTeacher
-from online_distill.teachers.stage import TeacherStage
 from online_distill.weights.store import store_for
+from tests.integration.labeling import label_until
 
 pytestmark = pytest.mark.integration
 NAME = "online-distill-student"
@@ -73,27 +65,11 @@ def test_served_prompts_come_back_labeled_and_a_dead_broker_fails_no_request(
             ask(http, url, prompts)
 
             # The answered prompts, labeled by a teacher stage like any other traffic.
-            sink = KafkaSink(k, broker.bootstrap, "teacher")
-            teacher = HFTeacher(DEMO_TEACHER_DIR, device="cpu")
-            stage = TeacherStage(KafkaSource(k, broker.bootstrap, "teacher", [k.prompts_topic]),
-                                 sink, teacher, teacher.tokenizer,
-                                 TeacherConfig(n_pseudo_targets=1, max_new_tokens=8),
-                                 k.labels_topic, DeadLetterWriter(sink, k.dead_letter_topic, "t"),
-                                 max_prompt_tokens=64)
-            labels = KafkaSource(k, broker.bootstrap, "reader", [k.labels_topic],
-                                 manual_assign=True)
-            served: dict[str, LabeledExample] = {}
-            deadline = time.monotonic() + DEADLINE_S
-            while set(served) != set(prompts) and time.monotonic() < deadline:
-                stage.run_once(poll_timeout_s=0.5)
-                for rec in labels.poll(timeout_s=0.1):
-                    ex = decode(rec.value, LabeledExample)
-                    served[ex.prompt_text] = ex
+            labeled, _ = label_until(
+                k, broker.bootstrap, lambda got: len(got) >= len(prompts), DEADLINE_S)
+            served = {ex.prompt_text: ex for ex in labeled.values()}
             assert set(served) == set(prompts), f"labeled {sorted(served)} of {prompts}"
             assert {ex.origin for ex in served.values()} == {"served"}
-            labels.close()
-            stage.source.close()
-            sink.close()
 
             # The broker goes away: every request still answers at once; drops are counted.
             broker.stop()

@@ -7,27 +7,16 @@ Real parts: the embedded Tansu broker, kafka-python on both sides, the shipped d
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from online_distill.config import TeacherConfig
 from online_distill.config.kafka import KafkaConfig
-from online_distill.messages import LabeledExample, decode
 from online_distill.messages.foreign import content_id
-from online_distill.streams import (
-    DeadLetterWriter,
-    EmbeddedBroker,
-    KafkaSink,
-    KafkaSource,
-    ensure_topics,
-)
-from online_distill.tasks.models import DEMO_TEACHER_DIR
-from online_distill.teachers.hf import HFTeacher
-from online_distill.teachers.stage import TeacherStage
+from online_distill.streams import EmbeddedBroker, ensure_topics
+from tests.integration.labeling import label_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,22 +59,8 @@ def test_json_objects_and_plain_strings_from_a_plain_producer_are_all_labeled(
     producer.flush(30)
     producer.close()
 
-    sink = KafkaSink(cfg, broker.bootstrap, "teacher")
-    teacher = HFTeacher(DEMO_TEACHER_DIR, device="cpu")
-    stage = TeacherStage(KafkaSource(cfg, broker.bootstrap, "teacher", [cfg.prompts_topic]),
-                         sink, teacher, teacher.tokenizer,
-                         TeacherConfig(n_pseudo_targets=1, max_new_tokens=8),
-                         cfg.labels_topic, DeadLetterWriter(sink, cfg.dead_letter_topic, "t"),
-                         max_prompt_tokens=64)
-    labels = KafkaSource(cfg, broker.bootstrap, "reader", [cfg.labels_topic],
-                         manual_assign=True)
-    got: dict[str, LabeledExample] = {}
-    deadline = time.monotonic() + DEADLINE_S
-    while set(got) != want and time.monotonic() < deadline:
-        stage.run_once(poll_timeout_s=0.5)
-        for rec in labels.poll(timeout_s=0.1):
-            ex = decode(rec.value, LabeledExample)
-            got[ex.prompt_id] = ex
+    got, stage = label_until(cfg, broker.bootstrap, lambda got: set(got) == want,
+                             DEADLINE_S)
     assert set(got) == want, (f"labeled {len(got)} of {len(want)}; missing "
                               f"{sorted(want - set(got))[:5]}; stats {stage.stats}")
     assert stage.stats.dead_lettered == 0

@@ -153,11 +153,12 @@ def serve_traffic(base: str, stop: threading.Event, codes: list[int]) -> None:
 
 
 def dead_letter_one(bootstrap: str, topic: str) -> None:
-    """A malformed message on the prompts topic: the teacher dead-letters it."""
+    """A record that is no prompt in any shape on the prompts topic (not UTF-8: plain text
+    and JSON objects are prompts there): the teacher dead-letters it."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap)
-    producer.send(topic, b"this is not a prompt message")
+    producer.send(topic, b"\xff\xfe this is not a prompt message")
     producer.flush(30)
     producer.close()
 
