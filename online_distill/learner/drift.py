@@ -257,6 +257,9 @@ class DriftMonitor:
         self._active: dict[str, DriftEvent] = {}
         self.events: list[DriftEvent] = []
         """All events so far, oldest first, bounded to the last 100."""
+        self.started: dict[str, int] = dict.fromkeys(SIGNALS, 0)
+        """Events started so far, per signal (never bounded): a counter for Prometheus,
+        which a detection shorter than its scrape interval cannot slip past."""
 
     def observe(
         self, *, energy: Sequence[float] = (), length: Sequence[int] = (),
@@ -279,6 +282,7 @@ class DriftMonitor:
                 self._active[name] = event
                 self.events.append(event)
                 del self.events[:-_MAX_EVENTS]
+                self.started[name] += 1
                 changed.append(event)
                 log.warning(
                     "drift detected on %s: %s %.2f > threshold %.2f (last %d prompts vs the %d "
@@ -311,5 +315,5 @@ class DriftMonitor:
         return {
             "method": self.method, "threshold": self.threshold, "window": self.window,
             "scores": self.scores(), "detected": self.detected(), "tail_share": self.tail_share(),
-            "events": [asdict(e) for e in self.events],
+            "events": [asdict(e) for e in self.events], "started": dict(self.started),
         }

@@ -187,6 +187,10 @@ class DriftMetrics:
                               "1 while a signal's drift score is above drift.threshold.",
                               ["signal"])
         self.threshold = gauge(registry, "drift_threshold", "drift.threshold.")
+        self.events = counter(registry, "drift_events_total",
+                              "Drift detections started, by signal (a detection shorter than "
+                              "the scrape interval still counts).", ["signal"])
+        self.totals = Totals()
         self.tail_share = gauge(registry, "energy_tail_share_ratio",
                                 "Share of recent live prompts above the reference window's "
                                 "ood.tail_quantile energy quantile.")
@@ -199,6 +203,8 @@ class DriftMetrics:
             self.detected.labels(signal).set(1.0 if snapshot["detected"][signal] else 0.0)
         if snapshot.get("tail_share") is not None:
             self.tail_share.set(snapshot["tail_share"])
+        for signal, n in snapshot.get("started", {}).items():
+            self.totals.set(self.events, n, signal)
 
 
 class OODMetrics:

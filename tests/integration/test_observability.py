@@ -214,10 +214,11 @@ def test_prometheus_scrapes_the_demo_dashboards_have_data_and_drift_alert_fires(
                        + json.dumps(query(prom, "online_distill_drift_score"))
                        + json.dumps(query(prom, "online_distill_consumer_lag_messages"))
                        + daemon.read()[-2000:])
-        peak = query(prom, 'max_over_time(online_distill_drift_score{signal="'
-                     + fired[0]["labels"]["signal"] + '"}[10m])')
-        threshold = query(prom, "max(online_distill_drift_threshold)")
-        assert float(peak[0]["value"][1]) > float(threshold[0]["value"][1])
+        # A detection (its score above the threshold) started on that signal; the counter
+        # holds it even when the detection was shorter than a scrape.
+        started = query(prom, 'max(online_distill_drift_events_total{signal="'
+                        + fired[0]["labels"]["signal"] + '"})')
+        assert float(started[0]["value"][1]) >= 1, started
 
         # Every dashboard panel query returns data (waiting for the slow ones: feedback
         # rounds). Annotation queries mark events (a refusal, a drift) and are empty between
