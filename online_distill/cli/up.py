@@ -5,7 +5,6 @@ from __future__ import annotations
 import faulthandler
 import logging
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,6 +31,33 @@ STOP_STACKS_AFTER_S = 60.0
 """A stop still running after this long prints every thread's stack to stderr."""
 
 
+class StopRequest:
+    """Ctrl-C/SIGTERM as a plain flag the status loop polls.
+
+    The signal handler only assigns a bool: a ``threading.Event.set()`` in a handler can
+    deadlock, because the handler runs on the main thread, which may be holding that very
+    Event's lock inside ``Event.wait`` when the signal lands (a clean clone's ``up`` once
+    never printed "stopping" after SIGTERM)."""
+
+    POLL_S = 0.2
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep up to ``timeout_s``; True as soon as a stop was requested."""
+        deadline = time.monotonic() + timeout_s
+        while not self.requested:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.POLL_S, left))
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class UpSummary:
     """What ``up`` reports once stopped (:func:`online_distill.cli.status.print_summary`)."""
@@ -55,13 +81,15 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
     from online_distill.actors.supervisor import Supervisor
     from online_distill.streams import KafkaSink  # kafka-python: only when the loop runs
 
+    # Every thread's stack on SIGUSR1 (kill -USR1 <pid>): the diagnosis of a hang.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     check_shared_tokenizer(cfg)  # before anything starts: a clear error, not silent garbage
-    stop = threading.Event()
+    stop = StopRequest()
     sup = Supervisor(cfg)
     loop = sup.start()
     # After ray.init, which installs its own SIGTERM handler (it aborts the driver).
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, stop.handler)
     traffic = None
     if demo_traffic:
         d = cfg.demo

@@ -46,11 +46,12 @@ def test_up_trains_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         try:
             rc = proc.wait(timeout=150)  # flush, final checkpoint, commit, broker stop
         except subprocess.TimeoutExpired:
-            time.sleep(0.5)
+            proc.send_signal(signal.SIGUSR1)  # up dumps every thread's stack: where it hangs
+            time.sleep(2)
             while not lines.empty():
                 seen.append(lines.get())
             pytest.fail("up did not stop within 150 s of SIGTERM; its last output:\n"
-                        + "".join(seen[-60:]))
+                        + "".join(seen[-200:]))
         print(f"up stopped {time.monotonic() - stopped_at:.1f} s after SIGTERM")
     finally:
         if proc.poll() is None:

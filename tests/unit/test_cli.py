@@ -91,3 +91,22 @@ def test_no_broker_is_one_sentence_and_exit_1(verb: str, tmp_path, capsys) -> No
     assert err.startswith("online-distill: no Kafka broker answered at 127.0.0.1:1"), err
     assert "online-distill up: broker" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_stop_request_is_a_flag_the_status_loop_sees_within_a_poll() -> None:
+    import os
+    import signal
+    import time
+
+    from online_distill.cli.up import StopRequest
+
+    stop = StopRequest()
+    assert stop.wait(0.05) is False
+    old = signal.signal(signal.SIGUSR2, stop.handler)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        began = time.monotonic()
+        assert stop.wait(30) is True
+        assert time.monotonic() - began < 5
+    finally:
+        signal.signal(signal.SIGUSR2, old)
