@@ -68,8 +68,10 @@ def export_labels(cfg: Config, bootstrap: str, out: Path) -> int:
 
 
 def _flat(row: dict) -> dict:
-    """Columns a dataset user wants first: prompt, the PT texts, origin, kind."""
+    """Columns a dataset user wants first: prompt (rendered, for a conversation), the
+    conversation (empty for a text prompt), the PT texts, origin, kind."""
     pts = row.get("pseudo_targets", [])
     return {"prompt_id": row.get("prompt_id"), "prompt": row.get("prompt_text"),
+            "messages": row.get("messages", []),
             "targets": [pt.get("text") for pt in pts], "origin": row.get("origin"),
             "kind": row.get("kind")}

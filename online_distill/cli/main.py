@@ -39,6 +39,16 @@ def _cmd_demo_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tiny_chat(args: argparse.Namespace) -> int:
+    from online_distill.models.tiny_chat import build_tiny_chat
+
+    paths = build_tiny_chat(args.out, seed=args.seed)
+    print(f"wrote a random Qwen2 teacher to {paths.teacher} and a random Llama student to "
+          f"{paths.student}, sharing one byte-level BPE tokenizer with a ChatML template "
+          f"({paths.tokenizer}); try them with `online-distill up --file deploy/chat.yaml`")
+    return 0
+
+
 def _cmd_demo_eval(args: argparse.Namespace) -> int:
     from online_distill.tasks.probes import measure_demo_model
 
@@ -283,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimizer steps (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo_teacher)
+
+    p = sub.add_parser("tiny-chat", help="build tiny random chat models (Qwen2 teacher, Llama "
+                       "student, one BPE tokenizer with a chat template) to try deploy/chat.yaml")
+    p.add_argument("out", nargs="?", default="models/tiny-chat", help="output directory "
+                   "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_tiny_chat)
 
     p = sub.add_parser("demo-eval", help="measure a model on the demo probe sets")
     p.add_argument("--model", default=str(DEMO_TEACHER_DIR), help="model directory (HF format)")

@@ -15,9 +15,10 @@ from online_distill.tasks.traffic import DemoTraffic
 
 
 def prompts_from_lines(lines: Iterable[str]) -> Iterator[PromptMessage]:
-    """Each line is a JSON object with ``text`` (and optional ``id``, ``kind``), or plain text
-    (the shapes the prompts topic takes from any producer: :mod:`online_distill.messages.
-    foreign`). Raises ValueError naming the line number when a JSON object is not a prompt.
+    """Each line is a JSON object with ``text`` or ``messages`` (and optional ``id``,
+    ``kind``), or plain text (the shapes the prompts topic takes from any producer:
+    :mod:`online_distill.messages.foreign`). Raises ValueError naming the line number when
+    a JSON object is not a prompt.
     """
     for n, raw in enumerate(lines, 1):
         line = raw.rstrip("\n")

@@ -68,6 +68,7 @@ class SelfDistiller:
                 continue
             candidate = LabeledExample(
                 prompt_id=f"{ex.prompt_id}#self-{tag}", prompt_text=ex.prompt_text,
+                messages=ex.messages,
                 prompt_token_ids=ex.prompt_token_ids, pseudo_targets=tuple(pts),
                 teacher_id=f"student@{tag}", origin=ex.origin, kind=ex.kind,
                 prompt_created_at=ex.prompt_created_at)

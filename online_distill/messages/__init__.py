@@ -32,8 +32,11 @@ from .schema import (
     Origin,
     PromptMessage,
     PseudoTarget,
+    Role,
     Source,
     Timings,
+    Turn,
+    conversation_text,
     new_id,
 )
 from .wire import DEFAULT_MAX_BYTES, FORMAT_VERSION, MAGIC, LogprobDtype, decode, encode
@@ -56,8 +59,11 @@ __all__ = [
     "Origin",
     "PromptMessage",
     "PseudoTarget",
+    "Role",
     "Source",
     "Timings",
+    "Turn",
+    "conversation_text",
     "decode",
     "encode",
     "from_json_dict",

@@ -85,6 +85,12 @@ class FieldReader:
             raise self._fail(key, "a list of numbers", value)
         return tuple(FieldReader({key: v}, self.where).number(key) for v in value)
 
+    def turns(self, key: str) -> tuple[dict[str, str], ...]:
+        """A conversation: a list of ``{"role": str, "content": str}`` objects (roles are
+        checked by the message's constructor)."""
+        return tuple({"role": c.text("role"), "content": c.text("content")}
+                     for c in (self.children(key) if key in self._obj else []))
+
     def child(self, key: str) -> FieldReader:
         return FieldReader(self._get(key, _MISSING), f"{self.where}.{key}")
 
@@ -116,6 +122,7 @@ def prompt_fields(m: PromptMessage) -> dict[str, Any]:
     return {
         "id": m.id,
         "text": m.text,
+        **({"messages": [t.as_dict() for t in m.messages]} if m.messages else {}),
         "origin": m.origin,
         "kind": m.kind,
         "created_at": m.created_at,
@@ -129,7 +136,8 @@ def prompt_from(r: FieldReader) -> PromptMessage:
     return build(
         PromptMessage,
         id=r.text("id"),
-        text=r.text("text"),
+        text=r.text("text", ""),
+        messages=r.turns("messages"),
         origin=r.text("origin"),
         kind=r.text("kind", ""),
         created_at=r.number("created_at"),
@@ -167,6 +175,7 @@ def labeled_fields(m: LabeledExample) -> dict[str, Any]:
         },
         "created_at": m.created_at,
         "prompt_created_at": m.prompt_created_at,
+        **({"messages": [t.as_dict() for t in m.messages]} if m.messages else {}),
     }
 
 
@@ -189,6 +198,7 @@ def labeled_from(
         timings=timings,
         created_at=r.number("created_at"),
         prompt_created_at=r.optional_number("prompt_created_at"),
+        messages=r.turns("messages"),
     )
 
 

@@ -8,8 +8,10 @@ bytes:
 - a UTF-8 JSON object (first non-blank character ``{``)::
 
       {"text": "12+34=", "id": "optional", "kind": "optional"}
+      {"messages": [{"role": "user", "content": "Hi!"}], "id": "optional"}
 
-  ``text`` is required; ``id`` defaults to the record key, or to a hash of the text when
+  ``text`` or ``messages`` (OpenAI's chat shape: roles system, user, assistant; string
+  content) is required; ``id`` defaults to the record key, or to a hash of the text when
   the record has no key (so a re-sent record keeps its id and is de-duplicated);
 - any other UTF-8 string: the prompt text itself (the same id rule).
 
@@ -22,30 +24,50 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .exceptions import MessageDecodeError
-from .schema import PromptMessage
+from .schema import PromptMessage, check_turns
 from .wire import DEFAULT_MAX_BYTES, MAGIC, decode
 
-JSON_FIELDS = ("text", "id", "kind")
+JSON_FIELDS = ("text", "messages", "id", "kind")
 """The fields a JSON prompt may carry (others are ignored)."""
 
 
-def content_id(text: str) -> str:
-    """A stable id for a prompt without one: 32 hex digits of the text's BLAKE2b hash."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+def content_id(content: str | Sequence[Mapping[str, Any]]) -> str:
+    """A stable id for a prompt without one: 32 hex digits of the BLAKE2b hash of its text,
+    or of its conversation as canonical JSON."""
+    if not isinstance(content, str):
+        content = json.dumps([{"role": m["role"], "content": m["content"]} for m in content],
+                             ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(content.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def prompt_from_json(obj: Mapping[str, Any], default_id: str | None = None) -> PromptMessage:
     """A prompt from a JSON object; raises ValueError that names the field at fault."""
-    text = obj.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError('a JSON prompt needs a non-empty string "text" field')
+    text, messages = obj.get("text"), obj.get("messages")
+    if messages is not None:
+        if text is not None:
+            raise ValueError('a JSON prompt has "text" or "messages", not both')
+        if not isinstance(messages, list):
+            raise ValueError('"messages" must be a list of {"role", "content"} objects, got '
+                             f"{type(messages).__name__}")
+        turns = check_turns("messages", messages)
+        if not turns:
+            raise ValueError('"messages" is empty; a conversation needs at least one turn')
+        if not any(t.role == "user" for t in turns):
+            raise ValueError('"messages" has no user turn; a conversation needs one')
+    elif not isinstance(text, str) or not text.strip():
+        raise ValueError('a JSON prompt needs a non-empty string "text" field or a '
+                         '"messages" list of {"role", "content"} objects')
     for name in ("id", "kind"):
         if name in obj and not isinstance(obj[name], str):
             raise ValueError(f'"{name}" must be a string, got {type(obj[name]).__name__}')
+    if messages is not None:
+        pid = obj.get("id") or default_id or content_id([t.as_dict() for t in turns])
+        return PromptMessage(messages=turns, id=pid, kind=obj.get("kind", ""))
+    assert isinstance(text, str)
     pid = obj.get("id") or default_id or content_id(text)
     return PromptMessage(text=text, id=pid, kind=obj.get("kind", ""))
 

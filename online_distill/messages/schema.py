@@ -37,10 +37,13 @@ Source = Literal["teacher", "student"]
 """Who generated the pseudo-target's tokens (Joint-Teaching scores student PTs too)."""
 Decoding = Literal["greedy", "sample", "beam"]
 """How the pseudo-target's tokens were chosen."""
+Role = Literal["system", "user", "assistant"]
+"""Who speaks a turn of a conversation (OpenAI's chat roles)."""
 
 ORIGINS: tuple[str, ...] = get_args(Origin)
 SOURCES: tuple[str, ...] = get_args(Source)
 DECODINGS: tuple[str, ...] = get_args(Decoding)
+ROLES: tuple[str, ...] = get_args(Role)
 
 
 def new_id() -> str:
@@ -49,6 +52,50 @@ def new_id() -> str:
 
 
 # --- messages ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Turn:
+    """One turn of a conversation: ``{"role": ..., "content": ...}`` in OpenAI's shape."""
+
+    role: Role
+    content: str
+
+    def __post_init__(self) -> None:
+        check_choice("role", self.role, ROLES)
+        check_text("content", self.content)
+
+    def as_dict(self) -> dict[str, str]:
+        """The turn as ``apply_chat_template`` and the chat APIs take it."""
+        return {"role": self.role, "content": self.content}
+
+
+def check_turns(name: str, value: object) -> tuple[Turn, ...]:
+    """A conversation as a tuple of :class:`Turn`; accepts Turns or ``{role, content}``
+    dicts, and raises ValueError naming the turn and field at fault."""
+    items = check_seq(name, value)
+    turns = []
+    for i, item in enumerate(items):
+        if isinstance(item, Turn):
+            turns.append(item)
+            continue
+        if not isinstance(item, dict):
+            raise ValueError(f"{name}[{i}] must be an object with role and content, "
+                             f"got {type(item).__name__}")
+        role, content = item.get("role"), item.get("content")
+        if role not in ROLES:
+            raise ValueError(f"{name}[{i}].role must be one of {ROLES}, got {role!r}")
+        if not isinstance(content, str):
+            raise ValueError(f"{name}[{i}].content must be a string, got "
+                             f"{type(content).__name__}")
+        turns.append(Turn(role=role, content=content))
+    return tuple(turns)
+
+
+def conversation_text(messages: tuple[Turn, ...]) -> str:
+    """A conversation as plain text for people and text heuristics ("role: content" lines);
+    the models see it through the chat template instead."""
+    return "\n".join(f"{t.role}: {t.content}" for t in messages)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,8 +108,12 @@ class PromptMessage:
     it and how far out they were, so the loop's steering is auditable.
     """
 
-    text: str
-    """The prompt text, as the teacher will see it."""
+    text: str = ""
+    """The prompt text, as the teacher will see it; "" for a conversation."""
+    messages: tuple[Turn, ...] = ()
+    """A conversation (system, user and assistant turns) instead of text: the teacher and
+    the student see it rendered with their chat template. A prompt has text or messages,
+    never both."""
     origin: Origin = "traffic"
     """Where the prompt came from."""
     id: str = field(default_factory=new_id)
@@ -81,6 +132,10 @@ class PromptMessage:
 
     def __post_init__(self) -> None:
         check_text("text", self.text)
+        turns = check_turns("messages", self.messages)
+        if turns and self.text:
+            raise ValueError("a prompt is text or messages, not both; send one of them")
+        object.__setattr__(self, "messages", turns)
         check_choice("origin", self.origin, ORIGINS)
         check_text("id", self.id, nonempty=True)
         object.__setattr__(self, "created_at", check_timestamp("created_at", self.created_at))
@@ -99,6 +154,16 @@ class PromptMessage:
         object.__setattr__(self, "parent_energies", energies)
         if self.energy is not None:
             object.__setattr__(self, "energy", check_finite("energy", self.energy))
+
+    @property
+    def is_chat(self) -> bool:
+        """True for a conversation."""
+        return bool(self.messages)
+
+    @property
+    def display_text(self) -> str:
+        """The text, or the conversation as "role: content" lines."""
+        return conversation_text(self.messages) if self.messages else self.text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,7 +305,8 @@ class LabeledExample:
     prompt_id: str
     """Id of the PromptMessage this labels (de-duplication key downstream)."""
     prompt_text: str
-    """The prompt text."""
+    """The prompt text; for a conversation, the conversation rendered with the teacher's chat
+    template (the generation prompt included): what prompt_token_ids encode."""
     prompt_token_ids: tuple[int, ...]
     """The prompt tokenised with the teacher's (shared) tokenizer, (P,)."""
     pseudo_targets: tuple[PseudoTarget, ...]
@@ -257,10 +323,13 @@ class LabeledExample:
     """When the example was labeled, unix seconds."""
     prompt_created_at: float | None = None
     """The prompt's created_at, to measure freshness end to end; None when unknown."""
+    messages: tuple[Turn, ...] = ()
+    """The conversation a chat prompt was, before rendering; () for a text prompt."""
 
     def __post_init__(self) -> None:
         check_text("prompt_id", self.prompt_id, nonempty=True)
         check_text("prompt_text", self.prompt_text)
+        object.__setattr__(self, "messages", check_turns("messages", self.messages))
         ids = check_token_ids("prompt_token_ids", self.prompt_token_ids, 1)
         object.__setattr__(self, "prompt_token_ids", tuple(ids.tolist()))
         pts = check_seq("pseudo_targets", self.pseudo_targets)

@@ -20,6 +20,7 @@ from transformers import (
 from online_distill.config import OODConfig
 from online_distill.models.loader import load_model
 from online_distill.models.scores import prompt_scores
+from online_distill.ood.inputs import ScoringInput, scoring_ids
 from online_distill.teachers.protocol import LabelRequest, TeacherBackend
 from online_distill.weights import PromotedFollower, WeightsStore
 
@@ -60,10 +61,10 @@ class StudentEnergyScorer:
     def refresh(self) -> None:
         self.follower.poll()
 
-    def __call__(self, texts: list[str]) -> list[float]:
+    def __call__(self, texts: list[ScoringInput]) -> list[float]:
         self.refresh()
         model, tokenizer = self._loaded()  # one version for the whole batch
-        ids = [tokenizer(t).input_ids for t in texts]
+        ids = [scoring_ids(tokenizer, t) for t in texts]
         return prompt_scores(model, ids, int(tokenizer.pad_token_id or 0),
                              self.cfg.score, self.cfg.energy_temperature,
                              self.cfg.energy_aggregate, teacher=self.teacher)

@@ -38,9 +38,11 @@ from collections.abc import Callable, Sequence
 
 from online_distill.config import OODConfig
 from online_distill.critics.dedup import NearDuplicateIndex
-from online_distill.messages import PromptMessage, encode
+from online_distill.messages import PromptMessage, Turn, encode
+from online_distill.models.chat import NoChatTemplate
 from online_distill.ood.budget import FeedbackBudget
 from online_distill.ood.feedback import FeedbackFormat
+from online_distill.ood.inputs import ScoringInput, as_scoring_input, asked_text, scoring_input
 from online_distill.ood.stats import OODStats
 from online_distill.ood.tail import NoiseFilter, TailExample, TailSet
 from online_distill.ood.window import EnergyWindow
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 
 FeedbackGenerator = Callable[[list[str], int], list[str]]
 """(few-shot texts, n) -> n continuations per text, flattened text by text."""
-EnergyScorer = Callable[[list[str]], list[float]]
+EnergyScorer = Callable[[list[ScoringInput]], list[float]]
 """Prompt texts -> their energies under the current student, same order."""
 
 class OODStage:
@@ -117,7 +119,7 @@ class OODStage:
                     traffic.append((rec, prompt))
                 else:
                     self.stats.ignored_feedback += 1
-                self.dedup.add(prompt.text)
+                self.dedup.add(asked_text(prompt))
             # Step 3: score the traffic, feed the window and the tail set.
             if traffic:
                 self._score_traffic(traffic)
@@ -147,7 +149,8 @@ class OODStage:
         for prompt, energy in scored:
             if energy > threshold:
                 self.stats.tail_hits += 1
-                self.tails.offer(TailExample(prompt.text, energy, prompt.kind, prompt.id))
+                self.tails.offer(TailExample(asked_text(prompt), energy, prompt.kind,
+                                             prompt.id, chat=prompt.is_chat))
         self.stats.tail_size = len(self.tails)
         self.stats.tail_by_kind = dict(self.tails.kinds())
 
@@ -156,13 +159,13 @@ class OODStage:
         """Energies of the batch; if scoring it fails, of each prompt alone, None (after
         dead-lettering it) for the ones that fail alone. Raises when the scorer is broken."""
         try:
-            return list(self._score([p.text for _, p in traffic]))
+            return list(self._score([scoring_input(p) for _, p in traffic]))
         except Exception as batch_error:  # noqa: BLE001 - isolate the prompts that fail
             out: list[float | None] = []
             failures: list[tuple[Record, Exception]] = []
             for rec, prompt in traffic:
                 try:
-                    out += self._score([prompt.text])
+                    out += self._score([scoring_input(prompt)])
                 except Exception as exc:  # noqa: BLE001 - this prompt's dead letter
                     out.append(None)
                     failures.append((rec, exc))
@@ -171,6 +174,9 @@ class OODStage:
             log.warning("ood: scoring a batch of %d failed (%s); %d prompts fail alone",
                         len(traffic), batch_error, len(failures))
             for rec, error in failures:
+                if isinstance(error, NoChatTemplate):
+                    self.dead_letters.send(rec, str(error), "no_chat_template")
+                    continue
                 self.dead_letters.send(rec, f"the student could not score this prompt: "
                                        f"{type(error).__name__}: {error}", "scorer_error")
             return out
@@ -178,13 +184,13 @@ class OODStage:
     def _scorer_answers(self, traffic: list[tuple[Record, PromptMessage]]) -> bool:
         """Whether the scorer scores a trivial prompt (the first characters of the shortest
         one): if it does, the prompts are what fails, and they are dead-lettered."""
-        text = min((p.text for _, p in traffic), key=len)[:8]
+        text = min((p.display_text for _, p in traffic), key=len)[:8] or "1"
         try:
             return len(self._score([text])) == 1
         except Exception:  # noqa: BLE001 - any failure means the scorer itself is broken
             return False
 
-    def _score(self, texts: list[str]) -> list[float]:
+    def _score(self, texts: list[ScoringInput]) -> list[float]:
         energies = [float(e) for e in self.scorer(texts)]
         if len(energies) != len(texts):
             raise ValueError(f"scorer returned {len(energies)} energies for {len(texts)} texts")
@@ -217,9 +223,13 @@ class OODStage:
         self.stats.rounds += 1
         self.stats.generated += len(continuations)
         candidates = self._parse_and_dedup(continuations, shots, n)
-        energies = self._score([text for text, _, _ in candidates]) if candidates else []
+        energies = self._score([as_scoring_input(text, parents) for text, _, parents
+                                in candidates]) if candidates else []
         kept: list[PromptMessage] = []
         for (text, kind, parents), energy in zip(candidates, energies, strict=True):
+            # Tails that were conversations inspire conversations: the student meets the
+            # new prompt through its chat template, as it meets the traffic.
+            chat = not isinstance(as_scoring_input(text, parents), str)
             parent_scores = [e.energy for e in parents]
             if not math.isfinite(energy) or not self.noise.keep(energy, self.window,
                                                                 parent_scores):
@@ -228,7 +238,9 @@ class OODStage:
                 self.stats.drop("over_budget")
             else:
                 kept.append(PromptMessage(
-                    text=text, origin="feedback", kind=kind,
+                    text="" if chat else text,
+                    messages=(Turn(role="user", content=text),) if chat else (),
+                    origin="feedback", kind=kind,
                     parent_ids=tuple(e.id for e in parents if e.id),
                     parent_energies=tuple(e.energy for e in parents if e.id),
                     energy=energy))

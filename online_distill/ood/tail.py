@@ -20,6 +20,8 @@ class TailExample:
     """Task tag of the prompt; "" when unknown."""
     id: str = ""
     """Id of the PromptMessage (becomes a parent id of the feedback it inspires)."""
+    chat: bool = False
+    """The prompt was a conversation (``text`` is its last user turn)."""
 
 
 class TailSet:

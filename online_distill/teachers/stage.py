@@ -26,11 +26,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
 from online_distill.config import TeacherConfig
 from online_distill.messages import LabeledExample, PromptMessage, PseudoTarget, Timings, encode
+from online_distill.models.chat import NoChatTemplate, model_text, prompt_ids_of
 from online_distill.streams import (
     DeadLetterWriter,
     MessageSink,
@@ -108,7 +110,11 @@ class TeacherStage:
             prompt = prompt_or_dead_letter(rec, self.dead_letters, self.max_message_bytes)
             if prompt is None:
                 continue
-            ids = list(self.tokenizer(prompt.text).input_ids)
+            try:
+                ids = prompt_ids_of(self.tokenizer, prompt)
+            except NoChatTemplate as exc:
+                self.dead_letters.send(rec, str(exc), "no_chat_template")
+                continue
             if len(ids) > self.max_prompt_tokens:
                 self.dead_letters.send(
                     rec, f"prompt is {len(ids)} tokens, over the limit of "
@@ -189,12 +195,13 @@ class TeacherStage:
         results: list[list[PseudoTarget] | Exception]
         try:
             results = list(self._label_with_retries([ids for _, _, ids in good],
-                                                    self.cfg.max_retries))
+                                                    self.cfg.max_retries,
+                                                    [p for _, p, _ in good]))
         except Exception as exc:  # noqa: BLE001 - isolate the prompts that fail on their own
             # First: does the backend answer at all? (one cheap call, not one per prompt)
             if not self._answers(good):
                 raise BackendDown(str(exc)) from None
-            results = [self._label_one(ids) for _, _, ids in good]
+            results = [self._label_one(ids, p) for _, p, ids in good]
         seconds = time.time() - start
         self.stats.label_seconds += seconds
         self.stats.batch_seconds.append(seconds)
@@ -204,7 +211,8 @@ class TeacherStage:
                                        f"attempts: {pts}", "teacher_error")
                 continue
             example = LabeledExample(
-                prompt_id=prompt.id, prompt_text=prompt.text, prompt_token_ids=tuple(ids),
+                prompt_id=prompt.id, prompt_text=model_text(self.tokenizer, prompt),
+                prompt_token_ids=tuple(ids), messages=prompt.messages,
                 pseudo_targets=tuple(pts), teacher_id=self.backend.teacher_id,
                 origin=prompt.origin, kind=prompt.kind,
                 timings=Timings(label_seconds=seconds,
@@ -218,13 +226,16 @@ class TeacherStage:
             self.stats.queue_seconds.append(example.timings.queue_seconds)
             self.stats.by_origin[prompt.origin] = self.stats.by_origin.get(prompt.origin, 0) + 1
 
-    def _label_with_retries(self, prompt_ids: Sequence[Sequence[int]], retries: int
-                            ) -> list[list[PseudoTarget]]:
+    def _label_with_retries(self, prompt_ids: Sequence[Sequence[int]], retries: int,
+                            prompts: Sequence[PromptMessage]) -> list[list[PseudoTarget]]:
         """The backend's answer, after up to ``retries`` retries with exponential backoff;
-        raises the last error when every attempt failed."""
+        raises the last error when every attempt failed. Conversations go to the backend
+        as such too (an OpenAI-compatible teacher labels them on its chat route)."""
+        convs = [[t.as_dict() for t in p.messages] if p.messages else None for p in prompts]
+        extra: dict[str, Any] = {"conversations": convs} if any(convs) else {}
         for attempt in range(retries + 1):
             try:
-                out = self.backend.label(prompt_ids, self.request)
+                out = self.backend.label(prompt_ids, self.request, **extra)
                 if len(out) != len(prompt_ids) or any(not pts for pts in out):
                     raise ValueError(f"backend returned {len(out)} results for "
                                      f"{len(prompt_ids)} prompts, or an empty one")
@@ -241,8 +252,9 @@ class TeacherStage:
                 self.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _label_one(self, ids: Sequence[int]) -> list[PseudoTarget] | Exception:
+    def _label_one(self, ids: Sequence[int], prompt: PromptMessage
+                   ) -> list[PseudoTarget] | Exception:
         try:
-            return self._label_with_retries([ids], 0)[0]
+            return self._label_with_retries([ids], 0, [prompt])[0]
         except Exception as exc:  # noqa: BLE001 - becomes this prompt's dead letter
             return exc

@@ -54,3 +54,48 @@ def test_the_size_limit_holds_for_every_shape() -> None:
     with pytest.raises(MessageDecodeError) as info:
         decode_prompt(b"x" * 2000, max_bytes=1000)
     assert info.value.reason == "oversize"
+
+
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi 🙂"}]
+
+
+def test_a_json_conversation_is_a_chat_prompt_with_a_stable_id() -> None:
+    got = decode_prompt(json.dumps({"messages": CHAT, "kind": "chat"}).encode())
+    assert got.is_chat and got.text == "" and got.kind == "chat"
+    assert [t.as_dict() for t in got.messages] == CHAT
+    assert got.id == content_id(CHAT) == decode_prompt(json.dumps({"messages": CHAT}).encode()).id
+    assert got.id != content_id(CHAT[:1])
+    assert decode_prompt(encode(got)) == got  # and through the binary format unchanged
+
+
+@pytest.mark.parametrize(("obj", "says"), [
+    ({"messages": [{"role": "bot", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content must be a string"),
+    ({"messages": [{"role": "user"}]}, "messages[0].content"),
+    ({"messages": []}, "empty"),
+    ({"messages": "hi"}, "must be a list"),
+    ({"messages": [{"role": "system", "content": "x"}]}, "no user turn"),
+    ({"messages": CHAT, "text": "hi"}, "not both"),
+    ({"messages": ["hi"]}, "messages[0] must be an object"),
+])
+def test_a_bad_conversation_is_refused_naming_the_field(obj: dict[str, object], says: str
+                                                        ) -> None:
+    with pytest.raises(MessageDecodeError) as err:
+        decode_prompt(json.dumps(obj).encode())
+    assert err.value.reason == "bad_json" and says in str(err.value)
+
+
+def test_produce_reads_both_jsonl_shapes() -> None:
+    from online_distill.cli.produce import prompts_from_lines
+
+    got = list(prompts_from_lines([json.dumps({"text": "1+1="}), json.dumps({"messages": CHAT}),
+                                   "plain"]))
+    assert [p.is_chat for p in got] == [False, True, False]
+    with pytest.raises(ValueError, match="line 1: .*messages\\[0\\].role"):
+        list(prompts_from_lines([json.dumps({"messages": [{"role": "x", "content": ""}]})]))
+
+
+def test_a_prompt_is_text_or_a_conversation_never_both() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        PromptMessage(text="hi", messages=CHAT)  # type: ignore[arg-type]
+    assert PromptMessage(messages=CHAT).display_text == "system: Be brief.\nuser: Hi 🙂"  # type: ignore[arg-type]

@@ -72,6 +72,7 @@ from online_distill.messages import (
     to_json_dict,
 )
 from online_distill.messages.foreign import decode_prompt
+from online_distill.models.chat import has_chat_template, prompt_ids_of
 from online_distill.ood import LineFeedback
 from online_distill.ood.callouts import StudentEnergyScorer, TeacherPromptWriter
 from online_distill.ood.stage import OODStage
@@ -198,8 +199,13 @@ def valid_prompts(draw: st.DrawFn) -> PromptMessage:
     origin = draw(st.sampled_from(["traffic", "traffic", "feedback"]))
     parents = draw(st.lists(ids, max_size=2)) if origin == "feedback" else []
     parent_energies = [draw(energies) for _ in parents] if draw(st.booleans()) else []
+    chat = draw(st.booleans())
+    turns = draw(st.lists(st.tuples(st.sampled_from(["system", "user", "assistant"]),
+                                    st.text(alphabet=ALPHABET, max_size=8)),
+                          min_size=1, max_size=3)) if chat else []
     return PromptMessage(
-        id=draw(ids), text=draw(st.text(alphabet=ALPHABET, max_size=12)), origin=origin,
+        id=draw(ids), text="" if chat else draw(st.text(alphabet=ALPHABET, max_size=12)),
+        messages=tuple({"role": r, "content": c} for r, c in turns), origin=origin,
         created_at=draw(times), kind=draw(st.sampled_from(["", "add2", "mul"])),
         parent_ids=tuple(parents), parent_energies=tuple(parent_energies),
         energy=draw(st.none() | energies))
@@ -240,7 +246,8 @@ def valid_labels(draw: st.DrawFn) -> LabeledExample:
 
 # Header fields per message type: path -> kind (what decoding makes of it).
 PROMPT_FIELDS: dict[tuple[Any, ...], str] = {
-    ("id",): "id", ("text",): "text", ("origin",): "choice", ("kind",): "opt_text",
+    ("id",): "id", ("text",): "opt_text", ("messages", 0, "role"): "choice",
+    ("messages", 0, "content"): "text", ("origin",): "choice", ("kind",): "opt_text",
     ("created_at",): "time", ("parent_ids",): "strs", ("parent_energies",): "nums",
     ("energy",): "opt_num"}
 LABEL_FIELDS: dict[tuple[Any, ...], str] = {
@@ -307,6 +314,8 @@ def header_damage(draw: st.DrawFn, header: dict[str, Any], fields: dict[tuple[An
             value.encode("utf-8")
         except UnicodeEncodeError:
             return how, False, leaf
+        if path == ("text",) and value and header.get("messages"):
+            return how, False, "not both"  # a prompt is text or a conversation
         return how, (False if kind == "id" and not value else True), leaf
     # bad_value (or unicode on a non-text field): out of range, empty, huge.
     if kind == "id":
@@ -617,7 +626,10 @@ def run_teacher(records: list[Fuzzed], backend: HFTeacher, limit: int = LIMIT) -
         letter = letters.pop((rec.topic, rec.partition, rec.offset), None)
         if isinstance(msg, MessageDecodeError):
             check_letter(letter, rec, f, "teacher", msg)
-        elif len(TOKENIZER(msg.text).input_ids) > MAX_PROMPT_TOKENS:
+        elif msg.messages and not has_chat_template(TOKENIZER):
+            check_letter(letter, rec, f, "teacher", None, "no_chat_template")
+            assert "chat template" in letter.reason
+        elif len(prompt_ids_of(TOKENIZER, msg)) > MAX_PROMPT_TOKENS:
             check_letter(letter, rec, f, "teacher", None, "prompt_too_long")
             assert "tokens" in letter.reason and "learner.max_seq_len" in letter.reason
         else:
@@ -776,8 +788,11 @@ def run_ood(records: list[Fuzzed], scorer: StudentEnergyScorer,
         letter = letters.pop((rec.topic, rec.partition, rec.offset), None)
         if isinstance(msg, MessageDecodeError):
             check_letter(letter, rec, f, "ood", msg)
+        elif msg.origin != "feedback" and msg.messages and not has_chat_template(TOKENIZER):
+            check_letter(letter, rec, f, "ood", None, "no_chat_template")
+            n_valid += 1  # counted as unscored
         elif (msg.origin == "traffic"
-              and len(TOKENIZER(msg.text).input_ids) > STUDENT_POSITIONS):
+              and len(prompt_ids_of(TOKENIZER, msg)) > STUDENT_POSITIONS):
             # Longer than the student's context: the scorer fails on it alone.
             check_letter(letter, rec, f, "ood", None, "scorer_error")
             assert "could not score" in letter.reason
