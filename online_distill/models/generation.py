@@ -73,8 +73,13 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     with_logits: bool = False,
+    eos_ids: Collection[int] | None = None,
 ) -> Generated:
-    """Greedy, sampled (``top_k`` disabled) or beam continuations of left-padded prompts."""
+    """Greedy, sampled (``top_k`` disabled) or beam continuations of left-padded prompts.
+
+    Generation stops at ``eos_ids`` (default: the model's generation config), and a
+    continuation that stopped there keeps that token as its last one.
+    """
     device = next(model.parameters()).device
     input_ids, attention = left_pad(prompts, pad_id, device)  # (B, P)
     kwargs: dict[str, object] = {"do_sample": False}
@@ -82,6 +87,9 @@ def generate(
         kwargs = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
     elif mode == "beam":
         kwargs = {"do_sample": False, "num_beams": n}
+    eos = eos_ids_of(model) if eos_ids is None else set(eos_ids)
+    if eos:
+        kwargs["eos_token_id"] = sorted(eos)
     was_training = model.training
     model.eval()
     out = model.generate(
@@ -95,7 +103,6 @@ def generate(
         **kwargs,
     )
     model.train(was_training)
-    eos = eos_ids_of(model)
     new_tokens = out.sequences[:, input_ids.shape[1] :].cpu()  # (B * n, L)
     conts = [cut_at_eos(row.tolist(), eos) for row in new_tokens]
     logits = torch.stack(out.logits, dim=1).float() if with_logits else None  # (B*n, L, V)

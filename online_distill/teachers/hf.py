@@ -4,11 +4,16 @@ Labeling keeps the teacher's *own* distribution (raw logits, temperature 1) at e
 generated position as top-k ids and log-probabilities plus the remaining mass; the sampling
 temperature and top_p only choose which tokens are written. This matches what vLLM and
 OpenAI-compatible servers return as ``logprobs``.
+
+Conversations reach this backend already rendered with the chat template (the teacher stage
+encodes them), so generation stops at the template's end-of-turn token, which is the
+tokenizer's EOS (``<|im_end|>`` for ChatML), as well as at the generation config's EOS ids,
+and a PT that stopped there keeps it as its last token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +27,7 @@ from online_distill.losses import sparse_from_logits
 from online_distill.messages import PseudoTarget
 from online_distill.messages.scores import TokenScores
 from online_distill.models.device import resolve_device
-from online_distill.models.generation import generate, right_pad
+from online_distill.models.generation import eos_ids_of, generate, right_pad
 from online_distill.models.loader import load_causal_lm, load_tokenizer
 from online_distill.teachers.protocol import LabelRequest, teacher_pseudo_target
 
@@ -48,13 +53,22 @@ class HFTeacher:
         self.batch_size = batch_size
         self.teacher_id = teacher_id or Path(str(model.name_or_path)).name or "hf-teacher"
         self.pad_id = int(tokenizer.pad_token_id or 0)
+        # Stop at the end of a turn too: the tokenizer's EOS may be missing from the model's
+        # generation config (a base model's config with a chat tokenizer).
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self.eos_ids = eos_ids_of(self.model) | ({int(eos)} if eos is not None else set())
 
     # ------------------------------------------------------------------ labeling
     @torch.no_grad()
     def label(
-        self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest
+        self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest, *,
+        conversations: Sequence[Sequence[Mapping[str, str]] | None] | None = None,
     ) -> list[list[PseudoTarget]]:
-        """Pseudo-targets per prompt: one greedy first (if asked), then n sampled/beam ones."""
+        """Pseudo-targets per prompt: one greedy first (if asked), then n sampled/beam ones.
+
+        ``conversations`` is accepted for the protocol and not read: a conversation's
+        ``prompt_ids`` are already its rendered chat template.
+        """
         out: list[list[PseudoTarget]] = [[] for _ in prompt_ids]
         for start in range(0, len(prompt_ids), self.batch_size):
             chunk = list(prompt_ids[start : start + self.batch_size])
@@ -76,7 +90,7 @@ class HFTeacher:
             torch.manual_seed(request.seed)
         gen = generate(self.model, prompts, self.pad_id, request.max_new_tokens, n=n, mode=mode,
                        temperature=request.temperature, top_p=request.top_p,
-                       with_logits=mode != "beam")
+                       with_logits=mode != "beam", eos_ids=self.eos_ids)
         if gen.logits is None:  # beam logits are not aligned with the final beams: re-score
             pairs = [prompts[i // n] for i in range(len(gen.continuations))]
             scores = self.score(pairs, gen.continuations, request.top_k_logprobs)

@@ -1,4 +1,5 @@
-"""A teacher behind any OpenAI-compatible ``/v1/completions`` server, spoken with ``httpx``.
+"""A teacher behind any OpenAI-compatible server (``/v1/completions`` and
+``/v1/chat/completions``), spoken with ``httpx``.
 
 Works with vLLM, OpenAI-compatible hosted APIs and another online-distill's Serve app.
 
@@ -9,11 +10,24 @@ log-probabilities whatever the sampling settings), kept as top-k plus
 ``tail_logmass = log(1 - sum(p_topk))`` like the local HF backend. Beam search is not part
 of the OpenAI API: ``decoding="beam"`` writes ``n`` sampled PTs instead (marked "sample").
 
+Conversations (``label(..., conversations=...)``): hosted APIs return log-probabilities only
+on ``/v1/chat/completions``, so a prompt that is a conversation is sent there as ``messages``
+(one request per conversation and mode: the chat API takes one conversation per request),
+with ``logprobs: true`` and ``top_logprobs: k`` (k at most 20, the hosted APIs' limit) and
+``max_completion_tokens`` (``max_tokens`` for a server that refuses the newer name); the
+server renders its chat template. ``choices[i].logprobs.content`` is read into the same
+top-k and tail mass as a completion, and a choice that ended with ``finish_reason="stop"``
+gets the end-of-turn token (the tokenizer's EOS, e.g. ``<|im_end|>``) as its last token, as
+below. Text prompts in the same call still go to ``/v1/completions``.
+
 Scoring given (prompt, continuation) ids: ``echo=true, max_tokens=0, logprobs=k`` returns the
 log-probabilities of the prompt's own tokens (online-distill and vLLM support it); vLLM's
 ``prompt_logprobs`` field is the other way. ``score_mode="auto"`` tries echo, then
 prompt_logprobs, and remembers what worked; a server with neither raises
-:class:`ScoringUnsupported` ("sampled" mode labels only and never scores).
+:class:`ScoringUnsupported` ("sampled" mode labels only and never scores). Scoring a
+conversation (GKD on-policy steps, Joint-Teaching) takes this completions path too, with the
+prompt ids the teacher stage rendered with the chat template: the chat API cannot score
+given tokens.
 
 Reading answers (token ids, tail mass, EOS) is :mod:`online_distill.teachers.openai_parse`:
 a PT the teacher ended at EOS keeps EOS as its last token, like the in-process backends; one
@@ -26,7 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -43,6 +57,7 @@ from online_distill.teachers.openai_parse import (
     TeacherResponseError,
     TokenizationMismatch,
     TokenMap,
+    chat_logprobs_of,
     choices_of,
     ended_at_eos,
     json_body,
@@ -61,6 +76,9 @@ log = logging.getLogger(__name__)
 
 ScoreMode = Literal["auto", "echo", "prompt_logprobs", "sampled"]
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+CHAT_MAX_TOP_K = 20  # the most top_logprobs hosted chat APIs (OpenAI) return per token
+Conversation = Sequence[Mapping[str, str]]  # OpenAI-style messages: {"role", "content"}
+Labeled = list[tuple[int, PseudoTarget]]  # (prompt index, one of its PTs)
 
 
 class OpenAITeacher:
@@ -95,7 +113,8 @@ class OpenAITeacher:
                 raise ValueError(f"{name}={value} must be at least 1")
         if timeout_s <= 0 or max_retries < 0 or retry_backoff_s < 0:
             raise ValueError("timeout_s must be > 0, max_retries and retry_backoff_s >= 0")
-        self.url = (base_url or DEFAULT_BASE_URL).rstrip("/") + "/completions"
+        root = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.url, self.chat_url = root + "/completions", root + "/chat/completions"
         self.model, self.tokenizer, self.score_mode = model, tokenizer, score_mode
         self.timeout_s, self.max_retries, self.retry_backoff_s = timeout_s, max_retries, \
             retry_backoff_s
@@ -111,6 +130,8 @@ class OpenAITeacher:
         self._echo_tokens = 0  # max_tokens sent with echo: 1 once a server refuses 0
         self._score_via: str | None = None if score_mode == "auto" else score_mode
         self._warned_beam = False
+        self._max_field = "max_completion_tokens"  # "max_tokens" once a server refuses it
+        self._warned_uncapped = False
         self._tokens = TokenMap(tokenizer)
         eos = getattr(tokenizer, "eos_token_id", None)
         self._eos: int | None = None if eos is None else int(eos)
@@ -140,10 +161,20 @@ class OpenAITeacher:
         self.close()
 
     # ------------------------------------------------------------------ labeling
-    def label(self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest
+    def label(self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest, *,
+              conversations: Sequence[Conversation | None] | None = None
               ) -> list[list[PseudoTarget]]:
-        """Pseudo-targets per prompt: one greedy first (if asked), then ``request.n`` sampled."""
-        texts = [self._tokens.text(p) for p in prompt_ids]
+        """Pseudo-targets per prompt: one greedy first (if asked), then ``request.n`` sampled.
+
+        ``conversations[i]`` (when given) is prompt i's messages, or None for a text prompt:
+        conversations go to the chat endpoint, text prompts (their ids decoded) to
+        completions.
+        """
+        if conversations is not None and len(conversations) != len(prompt_ids):
+            raise ValueError(f"label got {len(prompt_ids)} prompts but {len(conversations)} "
+                             "conversations; pass one entry per prompt (None for text)")
+        chats = list(conversations) if conversations is not None else [None] * len(prompt_ids)
+        texts = [i for i, c in enumerate(chats) if c is None]
         k = min(request.top_k_logprobs, self.max_top_k)
         modes = ["greedy"] if request.include_greedy or request.decoding == "greedy" else []
         if request.decoding != "greedy":
@@ -152,22 +183,85 @@ class OpenAITeacher:
                 log.warning("beam search is not part of the OpenAI API: writing %d sampled "
                             "PTs per prompt instead", request.n)
             modes.append("sample")
-        calls = [(start, mode, self._label_body(texts[start : start + self.batch_size], mode,
-                                                request, k))
-                 for start in range(0, len(texts), self.batch_size) for mode in modes]
-        answers = list(self._pool.map(lambda call: self._post_adaptive(call[2]), calls))
+        # One job per request; jobs are listed greedy first for each prompt and their
+        # answers read in that order, so each prompt's greedy PT comes first.
+        jobs: list[Callable[[], Labeled]] = [
+            self._texts_job(texts[a : a + self.batch_size], prompt_ids, mode, request, k)
+            for a in range(0, len(texts), self.batch_size) for mode in modes]
+        jobs += [self._chat_job(i, chat, mode, request, min(k, CHAT_MAX_TOP_K))
+                 for i, chat in enumerate(chats) if chat is not None for mode in modes]
         out: list[list[PseudoTarget]] = [[] for _ in prompt_ids]
-        for (start, mode, body), (resp, as_ids) in zip(calls, answers, strict=True):
-            n = body["n"]
-            for choice in choices_of(resp, len(body["prompt"]) * n):
-                ids, scores = self._tokens.read(logprobs_of(choice), 0, None, k, as_ids)
-                # EOS counts toward max_tokens on the server; never exceed the budget here.
-                if (self._eos is not None and len(ids) < request.max_new_tokens
-                        and ended_at_eos(choice, self.stop)):
-                    ids, scores = with_eos(ids, scores, self._eos, k)
-                out[start + choice["index"] // n].append(
-                    teacher_pseudo_target(self.tokenizer, ids, scores, mode))
+        for labeled in self._pool.map(lambda job: job(), jobs):
+            for index, pt in labeled:
+                out[index].append(pt)
         return out
+
+    def _texts_job(self, rows: list[int], prompt_ids: Sequence[Sequence[int]], mode: str,
+                   request: LabelRequest, k: int) -> Callable[[], Labeled]:
+        """One /v1/completions request labeling prompts ``rows`` (their ids as text)."""
+        body = self._label_body([self._tokens.text(prompt_ids[i]) for i in rows], mode,
+                                request, k)
+
+        def run() -> Labeled:
+            resp, as_ids = self._post_adaptive(body)
+            n, out = body["n"], []
+            for choice in choices_of(resp, len(rows) * n):
+                ids, scores = self._tokens.read(logprobs_of(choice), 0, None, k, as_ids)
+                ids, scores = self._ended(choice, ids, scores, request, k)
+                out.append((rows[choice["index"] // n],
+                            teacher_pseudo_target(self.tokenizer, ids, scores, mode)))
+            return out
+
+        return run
+
+    def _chat_job(self, index: int, chat: Conversation, mode: str, request: LabelRequest,
+                  k: int) -> Callable[[], Labeled]:
+        """One /v1/chat/completions request labeling conversation ``index``."""
+        greedy = mode == "greedy"
+        body: dict[str, Any] = {
+            "model": self.model, "n": 1 if greedy else request.n,
+            "messages": [{"role": str(m["role"]), "content": str(m["content"])}
+                         for m in chat],
+            "logprobs": True, "top_logprobs": k,
+            "temperature": 0.0 if greedy else request.temperature,
+            "top_p": 1.0 if greedy else request.top_p}
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if self.stop:
+            body["stop"] = self.stop
+
+        def run() -> Labeled:
+            resp, as_ids = self._post_chat(body, request.max_new_tokens)
+            out = []
+            for choice in choices_of(resp, body["n"]):
+                ids, scores = self._tokens.read_chat(chat_logprobs_of(choice), k, as_ids)
+                if len(ids) > request.max_new_tokens:  # a server that ignored the cap
+                    self._warn_uncapped(len(ids), request.max_new_tokens)
+                    m = request.max_new_tokens
+                    ids, scores = ids[:m], TokenScores(
+                        scores.topk_ids[:m], scores.topk_logprobs[:m], scores.tail_logmass[:m],
+                        scores.token_logprobs[:m])
+                    choice = {**choice, "finish_reason": "length"}
+                ids, scores = self._ended(choice, ids, scores, request, k)
+                out.append((index, teacher_pseudo_target(self.tokenizer, ids, scores, mode)))
+            return out
+
+        return run
+
+    def _ended(self, choice: dict[str, Any], ids: list[int], scores: TokenScores,
+               request: LabelRequest, k: int) -> tuple[list[int], TokenScores]:
+        """A PT the model ended at EOS (end of turn) gets EOS as its last token."""
+        # EOS counts toward max_tokens on the server; never exceed the budget here.
+        if (self._eos is not None and len(ids) < request.max_new_tokens
+                and ended_at_eos(choice, self.stop)):
+            return with_eos(ids, scores, self._eos, k)
+        return ids, scores
+
+    def _warn_uncapped(self, got: int, cap: int) -> None:
+        if not self._warned_uncapped:
+            self._warned_uncapped = True
+            log.warning("the chat server returned %d tokens where %s=%d was sent: it ignores "
+                        "the field; PTs are cut to %d tokens", got, self._max_field, cap, cap)
 
     def _label_body(self, texts: list[str], mode: str, request: LabelRequest, k: int
                     ) -> dict[str, Any]:
@@ -259,37 +353,55 @@ class OpenAITeacher:
                 "(or energy), or serve the teacher with vLLM or online-distill")
 
     # ------------------------------------------------------------------ HTTP
-    def _post_adaptive(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def _post_chat(self, body: dict[str, Any], max_new_tokens: int
+                   ) -> tuple[dict[str, Any], bool]:
+        """POST a chat request with its token budget under the field the server takes
+        (``max_completion_tokens``, else ``max_tokens``; the first refusal is remembered)."""
+        field = self._max_field
+        try:
+            return self._post_adaptive({**body, field: max_new_tokens}, self.chat_url)
+        except TeacherHTTPError as err:
+            if field != "max_completion_tokens" or not err.refuses(field):
+                raise
+            log.info("the teacher server does not take max_completion_tokens; "
+                     "sending max_tokens")
+            self._max_field = "max_tokens"
+            return self._post_adaptive({**body, "max_tokens": max_new_tokens}, self.chat_url)
+
+    def _post_adaptive(self, body: dict[str, Any], url: str | None = None
+                       ) -> tuple[dict[str, Any], bool]:
         """POST asking for tokens as ids unless the server refused that before; the answer
         and whether tokens come as ids. The first refusal is remembered."""
         if self._as_ids is False:
-            return self._post(body), False
+            return self._post(body, url), False
         try:
-            resp = self._post({**body, AS_IDS: True})
+            resp = self._post({**body, AS_IDS: True}, url)
         except TeacherHTTPError as err:
             if not err.refuses(AS_IDS):
                 raise
             log.info("the teacher server does not take %s; mapping token texts", AS_IDS)
             self._as_ids = False
-            return self._post(body), False
+            return self._post(body, url), False
         self._as_ids = True
         return resp, True
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST one request; retry connect errors, timeouts, 429 and 5xx with backoff."""
+    def _post(self, body: dict[str, Any], url: str | None = None) -> dict[str, Any]:
+        """POST one request (to ``url``, the completions endpoint by default); retry connect
+        errors, timeouts, 429 and 5xx with backoff."""
+        url = url or self.url
         for attempt in range(self.max_retries + 1):
             delay = self.retry_backoff_s * 2**attempt
             try:
                 # timeout_s bounds a hung server or network; the request is then retried.
-                resp = self._client.post(self.url, json=body, headers=self._headers,
+                resp = self._client.post(url, json=body, headers=self._headers,
                                          timeout=self.timeout_s)
             except httpx.TransportError as exc:  # connect errors and timeouts included
-                failure = TeacherHTTPError(f"POST {self.url} failed: {type(exc).__name__}: "
+                failure = TeacherHTTPError(f"POST {url} failed: {type(exc).__name__}: "
                                            f"{self._scrub(str(exc))}", retryable=True)
             else:
                 if resp.status_code < 400:
-                    return json_body(resp, self.url)
-                failure = self._http_error(resp)
+                    return json_body(resp, url)
+                failure = self._http_error(resp, url)
                 if not failure.retryable:
                     raise failure
                 delay = retry_after(resp, delay)
@@ -301,13 +413,13 @@ class OpenAITeacher:
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _http_error(self, resp: httpx.Response) -> TeacherHTTPError:
+    def _http_error(self, resp: httpx.Response, url: str) -> TeacherHTTPError:
         status = resp.status_code
         message = self._scrub(server_message(resp))
         fix = {401: f"check the API key in ${self.api_key_env}",
                403: f"check the API key in ${self.api_key_env}",
                404: f"check base_url (it ends in /v1) and model={self.model!r}"}.get(status, "")
-        text = f"POST {self.url} answered {status}: {message}" + (f"; {fix}" if fix else "")
+        text = f"POST {url} answered {status}: {message}" + (f"; {fix}" if fix else "")
         return TeacherHTTPError(text, status, status == 429 or status >= 500, message)
 
     def _scrub(self, text: str) -> str:

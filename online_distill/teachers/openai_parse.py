@@ -9,6 +9,9 @@ Token ids: with vLLM, ``return_tokens_as_token_ids`` makes tokens come back as
 table of each vocabulary id decoded alone. Limits of the table: a text several ids decode to
 (byte pieces of one multi-byte character, duplicated specials) maps to the lowest such id,
 and a top-k alternative whose text is in no entry is dropped (its mass goes to the tail).
+Chat answers (``/v1/chat/completions``, ``logprobs.content``) also give each token's UTF-8
+``bytes``; they are looked up first, in a table of each id's own bytes (exact for byte-level
+BPE, where a piece of a multi-byte character decodes to U+FFFD as text).
 Scoring sends text, so a sequence must survive decode -> encode with the shared tokenizer
 (the demo's character tokenizer always does; a BPE tokenizer may not for sampled ids):
 otherwise :class:`TokenizationMismatch` is raised rather than scoring other tokens.
@@ -84,6 +87,7 @@ class TokenMap:
         self.tokenizer = tokenizer
         self.lead = list(tokenizer("").input_ids)  # ids the tokenizer puts before any text
         self._table: dict[str, int] | None = None
+        self._bytes_table: dict[bytes, int] | None = None
         self._lock = threading.Lock()
 
     def text(self, ids: Sequence[int]) -> str:
@@ -108,10 +112,20 @@ class TokenMap:
                 "students with an in-actor teacher (teacher.backend=hf or vllm)")
         return text
 
-    def id_of(self, token: str, as_ids: bool) -> int | None:
-        """The id a server's token string names (``token_id:N`` or a text), None if none."""
+    def id_of(self, token: str, as_ids: bool, raw: Sequence[int] | None = None
+              ) -> int | None:
+        """The id a server's token string names (``token_id:N``, its UTF-8 ``raw`` bytes
+        when given, or its text), None if none."""
         if as_ids and token.startswith(ID_PREFIX):
             return int(token[len(ID_PREFIX) :])
+        if raw is not None:
+            if self._bytes_table is None:
+                with self._lock:
+                    if self._bytes_table is None:
+                        self._bytes_table = bytes_table(self.tokenizer)
+            found = self._bytes_table.get(bytes(raw))
+            if found is not None:
+                return found
         if self._table is None:
             with self._lock:
                 if self._table is None:
@@ -150,6 +164,32 @@ class TokenMap:
             rows.append(sorted(((i, v) for i, v in entries if i is not None),
                                key=lambda e: -e[1]))
             chosen.append(logprob(lp))
+        return ids, token_scores(rows, chosen, k)
+
+
+    def read_chat(self, content: Sequence[dict[str, Any]], k: int, as_ids: bool
+                  ) -> tuple[list[int], TokenScores]:
+        """Token ids and scores of a chat choice's ``logprobs.content`` (one entry per
+        generated token: token, logprob, bytes, top_logprobs [{token, logprob, bytes}])."""
+        ids: list[int] = []
+        rows, chosen = [], []
+        for t, entry in enumerate(content):
+            tid = self.id_of(str(entry.get("token", "")), as_ids, entry.get("bytes"))
+            if tid is None:
+                raise TeacherResponseError(f"token {entry.get('token')!r} is no token of the "
+                                           "shared tokenizer: serve the student's tokenizer, "
+                                           f"or a vLLM server (it takes {AS_IDS})")
+            top = entry.get("top_logprobs")
+            if entry.get("logprob") is None or not top:
+                raise TeacherResponseError(f"no top_logprobs at position {t}; the server must "
+                                           "return top_logprobs for every token (send "
+                                           "top_logprobs >= 1 with logprobs: true)")
+            found = ((self.id_of(str(e.get("token", "")), as_ids, e.get("bytes")),
+                      logprob(e["logprob"])) for e in top)
+            rows.append(sorted(((i, v) for i, v in found if i is not None),
+                               key=lambda e: -e[1]))
+            chosen.append(logprob(entry["logprob"]))
+            ids.append(tid)
         return ids, token_scores(rows, chosen, k)
 
 
@@ -242,6 +282,54 @@ def reverse_table(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     return table
 
 
+def byte_alphabet() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in for each byte (GPT-2's table), char -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1),
+                 *range(ord("\xae"), ord("\xff") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:  # bytes without a printable glyph are moved past 255, in order
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def is_byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True when a fast tokenizer's decoder is byte-level (GPT-2, Llama 3, Qwen2 families)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    decoder = getattr(backend, "decoder", None)
+    if decoder is None:
+        return False
+    try:
+        state = decoder.__getstate__()  # the decoder's JSON, a Sequence's parts included
+    except Exception:  # noqa: BLE001 - an exotic decoder: not byte-level as far as we know
+        return False
+    return b'"ByteLevel"' in (state if isinstance(state, bytes) else str(state).encode())
+
+
+def bytes_table(tokenizer: PreTrainedTokenizerBase) -> dict[bytes, int]:
+    """Each id's own UTF-8 bytes -> id (the lowest id when several share them).
+
+    Byte-level BPE pieces are mapped back to their raw bytes (a piece of a multi-byte
+    character too); special tokens and other tokenizers' ids use their decoded text.
+    """
+    alphabet = byte_alphabet() if is_byte_level(tokenizer) else None
+    special = {int(i) for i in getattr(tokenizer, "all_special_ids", [])}
+    special |= {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    table: dict[bytes, int] = {}
+    for i, (piece, text) in enumerate(zip(pieces, texts, strict=True)):
+        raw = text.encode("utf-8")
+        if alphabet is not None and i not in special and piece is not None \
+                and all(c in alphabet for c in piece):
+            raw = bytes(alphabet[c] for c in piece)
+        table.setdefault(raw, i)
+    return table
+
+
 def choices_of(resp: dict[str, Any], expected: int) -> list[dict[str, Any]]:
     """The answer's choices in index order (prompt_index * n + j), all present."""
     choices = resp.get("choices")
@@ -262,6 +350,22 @@ def logprobs_of(choice: dict[str, Any]) -> dict[str, Any]:
         raise TeacherResponseError("a choice has no logprobs: the server must support the "
                                    "completions `logprobs` field (legacy format)")
     return logprobs
+
+
+def chat_logprobs_of(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chat choice's ``logprobs.content``: one entry per generated token."""
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if content is None and isinstance(logprobs, dict):
+        message = choice.get("message") or {}
+        if not message.get("content"):
+            return []  # an empty answer: no tokens, so no entries (some servers send null)
+    if not isinstance(content, list):
+        raise TeacherResponseError("a chat choice has no logprobs.content: the server must "
+                                   "return log-probabilities on /v1/chat/completions "
+                                   "(`logprobs: true`, `top_logprobs: k`); use a server "
+                                   "that does (vLLM, OpenAI, online-distill)")
+    return content
 
 
 def json_body(resp: httpx.Response, url: str) -> dict[str, Any]:

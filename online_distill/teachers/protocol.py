@@ -6,7 +6,7 @@ learner aligns the teacher's per-token distributions with the student's position
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -54,9 +54,17 @@ class TeacherBackend(TeacherScorer, Protocol):
     """The tokenizer of the ids the backend reads and writes (shared with the student)."""
 
     def label(
-        self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest
+        self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest, *,
+        conversations: Sequence[Sequence[Mapping[str, str]] | None] | None = None,
     ) -> list[list[PseudoTarget]]:
-        """For each prompt, its pseudo-targets (greedy first when requested)."""
+        """For each prompt, its pseudo-targets (greedy first when requested).
+
+        ``prompt_ids`` are what the teacher reads: a conversation rendered with the chat
+        template. ``conversations`` (optional, one entry per prompt: its messages as
+        ``{"role", "content"}`` dicts, or None for a text prompt) is for backends that send
+        conversations as they are (the OpenAI-compatible chat endpoint); in-process
+        backends ignore it. A PT that ended at EOS (end of turn) keeps it as last token.
+        """
         ...
 
 

@@ -104,9 +104,14 @@ class VLLMTeacher:
         self.seed = seed
 
     # ------------------------------------------------------------------ labeling
-    def label(self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest
+    def label(self, prompt_ids: Sequence[Sequence[int]], request: LabelRequest, *,
+              conversations: Sequence[Sequence[Mapping[str, str]] | None] | None = None
               ) -> list[list[PseudoTarget]]:
-        """Pseudo-targets per prompt: one greedy first (if asked), then n sampled/beam ones."""
+        """Pseudo-targets per prompt: one greedy first (if asked), then n sampled/beam ones.
+
+        ``conversations`` is accepted for the protocol and not read: a conversation's
+        ``prompt_ids`` are already its rendered chat template.
+        """
         out: list[list[PseudoTarget]] = [[] for _ in prompt_ids]
         if request.include_greedy or request.decoding == "greedy":
             self._sample(prompt_ids, request, greedy=True, out=out)

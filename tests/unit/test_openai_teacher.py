@@ -487,3 +487,178 @@ def test_sequences_that_do_not_round_trip_are_refused() -> None:
     with pytest.raises(TokenizationMismatch, match="sequence 1 does not survive"):
         # The second prompt lacks the <bos> the tokenizer puts before any text.
         teacher.score([TOKENIZER("1+").input_ids, [5, 6]], [[7], [7]], 3)
+
+
+# ---------------------------------------------------------------------- conversations (chat)
+CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1="}]
+
+
+def chat_entry(token: str, lp: float, top: dict[str, float], raw: bytes | None = None
+               ) -> dict[str, Any]:
+    """One ``logprobs.content`` entry as OpenAI sends it (bytes: the token's UTF-8)."""
+    def b(t: str, r: bytes | None = None) -> list[int]:
+        return list(r if r is not None else t.encode())
+    return {"token": token, "logprob": lp, "bytes": b(token, raw),
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": b(t)} for t, v in top.items()]}
+
+
+def chat_choice(index: int, entries: list[dict[str, Any]], finish: str = "stop",
+                **extra: Any) -> dict[str, Any]:
+    return {"index": index, "finish_reason": finish, **extra,
+            "message": {"role": "assistant", "content": "".join(e["token"] for e in entries)},
+            "logprobs": {"content": entries}}
+
+
+def chat_server(answer: Callable[[dict[str, Any]], list[dict[str, Any]]],
+                bodies: list[tuple[str, dict[str, Any]]],
+                refuse: tuple[str, ...] = ("return_tokens_as_token_ids",),
+                text: Handler | None = None) -> Handler:
+    """A hosted-API-like server: chat answers from ``answer(body)``; fields in ``refuse``
+    are refused with a 400 naming them; completions go to ``text``."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append((request.url.path, body))
+        for field in refuse:
+            if field in body:
+                return httpx.Response(400, json={"error": {
+                    "message": f"Unrecognized request argument supplied: {field}"}})
+        if request.url.path.endswith("/chat/completions"):
+            return ok({"object": "chat.completion", "choices": answer(body)})
+        assert text is not None, "a text prompt reached a chat-only server"
+        return text(request)
+
+    return handle
+
+
+def two_tokens(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each choice says "2" then "\\n" and stops (the model ended its turn)."""
+    top2 = {"2": math.log(0.7), "3": math.log(0.2), "4": math.log(0.05)}
+    top_nl = {"\n": math.log(0.9), "2": math.log(0.05), "5": math.log(0.01)}
+    return [chat_choice(i, [chat_entry("2", top2["2"], top2),
+                            chat_entry("\n", top_nl["\n"], top_nl)])
+            for i in range(body["n"])]
+
+
+def completions(request: httpx.Request) -> httpx.Response:
+    """Every completion is token 5 (length)."""
+    body = json.loads(request.content)
+    count = len(body["prompt"]) * body["n"]
+    return ok({"choices": [{**vllm_choice(i, [5], [TOP]), "logprobs": {
+        "tokens": ["5"], "token_logprobs": [TOP[5]], "top_logprobs": [{"5": TOP[5]}]}}
+        for i in range(count)]})
+
+
+def test_conversations_go_to_chat_completions_and_text_to_completions() -> None:
+    bodies: list[tuple[str, dict[str, Any]]] = []
+    teacher = make(chat_server(two_tokens, bodies, text=completions), max_top_k=30,
+                   max_concurrency=1)
+    req = LabelRequest(n=3, top_k_logprobs=25, max_new_tokens=6, seed=4, temperature=0.7,
+                       top_p=0.95)
+    out = teacher.label(ids_of(["12+34=", "1+1=", "7*8="]), req,
+                        conversations=[None, CONV, None])
+    chat = [b for path, b in bodies if path == "/v1/chat/completions"
+            and "return_tokens_as_token_ids" not in b]
+    text = [b for path, b in bodies if path == "/v1/completions"
+            and "return_tokens_as_token_ids" not in b]
+    assert [b["prompt"] for b in text] == [["12+34=", "7*8="]] * 2  # text prompts batched
+    assert [b["logprobs"] for b in text] == [25, 25]
+    greedy, sample = chat
+    assert greedy == {"model": NAME, "messages": CONV, "n": 1, "logprobs": True,
+                      "top_logprobs": 20, "max_completion_tokens": 6, "temperature": 0.0,
+                      "top_p": 1.0, "seed": 4}  # top-k capped at 20, the hosted limit
+    assert sample == {**greedy, "n": 3, "temperature": 0.7, "top_p": 0.95}
+    assert [[pt.decoding for pt in pts] for pts in out] == [["greedy"] + ["sample"] * 3] * 3
+    pt = out[1][0]
+    # Token texts map back to the shared tokenizer's ids; the end of turn appends EOS.
+    two, nl = TOKENIZER.convert_tokens_to_ids(["2", "\n"])
+    assert pt.token_ids == (two, nl, EOS) and pt.k == 3
+    assert pt.topk_ids[0] == tuple(TOKENIZER.convert_tokens_to_ids(["2", "3", "4"]))
+    assert pt.topk_logprobs_array()[0] == pytest.approx(np.log([0.7, 0.2, 0.05]), abs=1e-6)
+    assert pt.tail_logmass[0] == pytest.approx(math.log(0.05), abs=1e-6)
+    assert pt.sampled_logprobs_array()[:2] == pytest.approx(np.log([0.7, 0.9]), abs=1e-6)
+    assert pt.topk_ids[2][0] == EOS and pt.topk_logprobs[2][0] == 0.0
+    assert pt.text == "2\n"
+
+
+def test_chat_ends_length_and_stop_strings_without_eos() -> None:
+    def answer(finish: str, **extra: Any) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+        return lambda body: [{**c, "finish_reason": finish, **extra} for c in two_tokens(body)]
+
+    def label(handler: Handler, **kw: Any) -> Any:
+        ((pt,),) = make(handler, **kw).label(ids_of(["1+1="]), LabelRequest(
+            n=1, decoding="greedy", top_k_logprobs=3, max_new_tokens=8),
+            conversations=[CONV])
+        return pt
+
+    bodies: list[tuple[str, dict[str, Any]]] = []
+    assert label(chat_server(answer("length"), bodies)).token_ids[-1] != EOS
+    assert label(chat_server(answer("stop"), bodies), stop=["\n\n"]).num_tokens == 2
+    assert label(chat_server(answer("stop", stop_reason=None), bodies),
+                 stop=["\n\n"]).token_ids[-1] == EOS  # vLLM: stop_reason None is EOS
+    assert [b["stop"] for _, b in bodies if "stop" in b][-1] == ["\n\n"]
+
+
+def test_chat_bytes_name_byte_level_pieces_exactly(tmp_path) -> None:
+    """Byte-level BPE: a piece of a multi-byte character is U+FFFD as text; its ``bytes``
+    name it exactly (the hosted API's answer shape)."""
+    from online_distill.models.loader import load_tokenizer
+    from online_distill.models.tiny_chat import build_tokenizer
+
+    build_tokenizer().save_pretrained(tmp_path)
+    tokenizer = load_tokenizer(str(tmp_path))
+    ids = tokenizer("é ✓", add_special_tokens=False).input_ids
+    # The tokenizer learned ASCII text only: é and ✓ are one piece per UTF-8 byte.
+    by_piece = [bytes([b]) for b in "é ✓".encode()]
+    assert len(by_piece) == len(ids) == 6
+    assert tokenizer.decode(ids[:1]) == "\ufffd" == tokenizer.decode(ids[1:2])
+    entries = [chat_entry("\ufffd" if len(r) == 1 and r[0] >= 0x80 else r.decode(), -0.1,
+                          {}, raw=r) for r in by_piece]
+    for e, r in zip(entries, by_piece, strict=True):  # the top-1 is the token itself
+        e["top_logprobs"] = [{"token": e["token"], "logprob": -0.1, "bytes": list(r)}]
+    handler = chat_server(lambda body: [chat_choice(0, entries, "length")], [])
+    teacher = OpenAITeacher(URL, NAME, tokenizer, sleep=lambda s: None,
+                            client=httpx.Client(transport=httpx.MockTransport(handler)))
+    ((pt,),) = teacher.label([[1]], LabelRequest(n=1, decoding="greedy", top_k_logprobs=1,
+                                                 max_new_tokens=8), conversations=[CONV])
+    assert list(pt.token_ids) == ids and pt.text == "é ✓"
+
+
+def test_chat_token_ids_from_vllm_and_the_max_tokens_fallback() -> None:
+    bodies: list[tuple[str, dict[str, Any]]] = []
+
+    def vllm(body: dict[str, Any]) -> list[dict[str, Any]]:
+        top = [{"token": "token_id:7", "logprob": -0.2, "bytes": None},
+               {"token": "token_id:8", "logprob": -2.0, "bytes": None}]
+        entry = {"token": "token_id:7", "logprob": -0.2, "bytes": None, "top_logprobs": top}
+        return [chat_choice(0, [entry], "stop", stop_reason=None)]
+
+    teacher = make(chat_server(vllm, bodies, refuse=("max_completion_tokens",)))
+    req = LabelRequest(n=1, decoding="greedy", top_k_logprobs=2, max_new_tokens=4)
+    for _ in range(2):
+        ((pt,),) = teacher.label(ids_of(["1+"]), req, conversations=[CONV])
+        assert pt.token_ids == (7, EOS) and pt.topk_ids[0] == (7, 8)
+    # The refusal is remembered: later requests send max_tokens at once.
+    sent = [sorted(k for k in b if k.startswith("max_")) for _, b in bodies]
+    assert sent == [["max_completion_tokens"], ["max_tokens"], ["max_tokens"]]
+    assert all(b["return_tokens_as_token_ids"] for _, b in bodies)
+
+
+def test_chat_without_logprobs_is_a_clear_error_and_uncapped_answers_are_cut(caplog) -> None:
+    bare = {"index": 0, "finish_reason": "stop", "logprobs": None,
+            "message": {"role": "assistant", "content": "2"}}
+    teacher = make(chat_server(lambda body: [bare], []))
+    req = LabelRequest(n=1, decoding="greedy", top_k_logprobs=3, max_new_tokens=1)
+    with pytest.raises(TeacherResponseError, match="no logprobs.content.*top_logprobs"):
+        teacher.label(ids_of(["1+"]), req, conversations=[CONV])
+    empty = {**bare, "message": {"role": "assistant", "content": ""},
+             "logprobs": {"content": None}}  # ended at once: EOS alone
+    ((pt,),) = make(chat_server(lambda body: [empty], [])).label(
+        ids_of(["1+"]), LabelRequest(n=1, decoding="greedy", top_k_logprobs=3,
+                                     max_new_tokens=4), conversations=[CONV])
+    assert pt.token_ids == (EOS,)
+    with caplog.at_level(logging.WARNING):  # a server that ignored the budget: cut, no EOS
+        ((cut,),) = make(chat_server(two_tokens, [])).label(
+            ids_of(["1+"]), req, conversations=[CONV])
+    assert cut.num_tokens == 1 and "ignores the field" in caplog.text
+    with pytest.raises(ValueError, match="one entry per prompt"):
+        teacher.label(ids_of(["1+", "2+"]), req, conversations=[CONV])
