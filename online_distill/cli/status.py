@@ -78,7 +78,14 @@ def why_no_step(learner: LearnerSnapshot, batch_size: int | None) -> str:
     waits = f"{learner.pending} fresh waiting" + (f" of a batch of {batch_size}"
                                                   if batch_size else "")
     return (f"{waits}; not trained: critics {learner.critic_dropped}, held out "
-            f"{learner.held_out}, duplicates {learner.duplicates}, empty {learner.empty}")
+            f"{learner.held_out}, duplicates {learner.duplicates}, empty {learner.empty}"
+            + late(learner))
+
+
+def late(learner: LearnerSnapshot) -> str:
+    """The freshness policy's skips (``learner.max_lag_s``), when there are any."""
+    n = learner.stale + learner.overrun
+    return f", late {n} (stale {learner.stale}, overrun {learner.overrun})" if n else ""
 
 
 def status_line(elapsed: float, sent: int, snap: LoopSnapshot, probe: ProbeWatcher,
@@ -112,6 +119,8 @@ def status_line(elapsed: float, sent: int, snap: LoopSnapshot, probe: ProbeWatch
             f"{'-' if fresh is None else f'{fresh:.0f}s'} "
             f"(promoted {gate.get('promoted', 0)} refused {gate.get('refused', 0)})"
             + feedback
+            + (f"  skipped late {learner.stale + learner.overrun}"
+               if learner and learner.stale + learner.overrun else "")
             + (f"  no step for {elapsed - prev['step_t']:.0f}s: "
                f"{why_no_step(learner, batch_size)}" if stalled and learner else "")
             + (f"  restarting: {','.join(restarting)}" if restarting else ""))

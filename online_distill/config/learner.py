@@ -100,6 +100,15 @@ class LearnerConfig:
     max_steps: int | None = None
     """Stop after this many optimizer steps; null trains for as long as the daemon runs."""
 
+    max_lag_s: float = 0.0
+    """Freshness first under overload: an example whose prompt entered the stream more than
+    this many seconds ago is skipped instead of trained (counted as ``stale``), and while
+    more than 4 batches wait, the oldest are skipped (``overrun``), so a learner slower than
+    its teachers trains on the newest labels instead of falling behind without bound.
+    Skipped examples are not lost: they stay in the labels topic (and ``export``), and their
+    offsets are committed with the next checkpoint like any handled record. 0 trains every
+    example in order, however late."""
+
     replay_buffer_size: int = 2048
     """Recent labeled examples kept in memory and mixed into batches, so a burst of one
     kind does not wash out the rest."""
@@ -186,6 +195,7 @@ class LearnerConfig:
         check_range(self, "max_grad_norm", ge=0, fix="0 turns clipping off; typical is 1.0")
         check_range(self, "max_seq_len", ge=8, fix="a typical value is 256")
         check_range(self, "max_steps", ge=1, fix="null trains until stopped")
+        check_range(self, "max_lag_s", ge=0, fix="0 trains everything; a typical value is 30")
         check_range(
             self,
             "replay_buffer_size",

@@ -158,6 +158,7 @@ def assemble_stage(
     self_distiller: SelfDistiller | None = None,
     max_wait_s: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
 ) -> LearnerStage:
     """A learner stage with its intake (decode, dead letters, held out, critics, duplicates)
     and its step observers (audit log, live signals, drift) wired from plain settings."""
@@ -167,7 +168,8 @@ def assemble_stage(
     vocab = int(learner.model.get_input_embeddings().num_embeddings)
     intake = Intake(dead_letters, vocab, max_message_bytes, keep)
     stage = LearnerStage(source, learner, cfg, intake, dead_letters, publisher=publisher,
-                         self_distiller=self_distiller, max_wait_s=max_wait_s, clock=clock)
+                         self_distiller=self_distiller, max_wait_s=max_wait_s, clock=clock,
+                         wall_clock=wall_clock)
     observers: list[StepObserver] = [LiveSignalsObserver(stage.stats)]
     if audit_path is not None:
         observers.append(AuditLog(audit_path))

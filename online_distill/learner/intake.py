@@ -11,13 +11,16 @@ Either way the record is *done* for the offset tracker: its offset may be commit
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 from online_distill.messages import LabeledExample
 from online_distill.streams import DeadLetterWriter, Record, decode_or_dead_letter
 
-DropReason = Literal["held_out", "critic_dropped", "empty", "duplicates"]
-"""Why a good example is not trained (each is a counter of the stage's stats)."""
+DropReason = Literal["held_out", "critic_dropped", "empty", "duplicates", "stale", "overrun"]
+"""Why a good example is not trained (each is a counter of the stage's stats); ``stale`` and
+``overrun`` are the freshness policy's skips (:class:`FreshnessPolicy`)."""
+
+T = TypeVar("T")
 
 Critic = Callable[[LabeledExample], LabeledExample | None]
 """The critic chain's filter: the example with its passing pseudo-targets, or None."""
@@ -90,3 +93,40 @@ class Intake:
             self.dead_letters.send(rec, why, "untrainable")
             return None, None
         return self.keep(ex)
+
+
+class FreshnessPolicy:
+    """Which waiting examples a learner that cannot keep up skips (``learner.max_lag_s``).
+
+    An example is ``stale`` once its prompt entered the stream more than ``max_lag_s`` ago;
+    beyond ``capacity`` waiting examples, the oldest are ``overrun``. Off (``max_lag_s`` 0),
+    nothing is skipped and the learner reads only as much as it can hold."""
+
+    def __init__(self, max_lag_s: float, capacity: int,
+                 wall_clock: Callable[[], float]) -> None:
+        self.max_lag_s, self.capacity, self.wall_clock = max_lag_s, capacity, wall_clock
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_lag_s > 0
+
+    def split(self, waiting: Sequence[T]) -> tuple[list[T], list[tuple[T, DropReason]]]:
+        """``(kept, skipped with the reason)`` of ``waiting`` items, oldest first, each a
+        pair whose second element is a :class:`LabeledExample`."""
+        if not self.enabled:
+            return list(waiting), []
+        now = self.wall_clock()
+        kept: list[T] = []
+        skipped: list[tuple[T, DropReason]] = []
+        for item in waiting:
+            ex: LabeledExample = item[1]  # type: ignore[index]
+            born = ex.prompt_created_at if ex.prompt_created_at is not None else ex.created_at
+            if now - born > self.max_lag_s:
+                skipped.append((item, "stale"))
+            else:
+                kept.append(item)
+        if len(kept) > self.capacity:
+            cut = len(kept) - self.capacity
+            skipped += [(item, "overrun") for item in kept[:cut]]
+            kept = kept[cut:]
+        return kept, skipped

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from online_distill.config import LearnerConfig
-from online_distill.learner.intake import Intake
+from online_distill.learner.intake import FreshnessPolicy, Intake
 from online_distill.learner.lockstep import Readiness
 from online_distill.learner.observers import StepObserver
 from online_distill.learner.replay import ReplayBuffer
@@ -86,6 +86,7 @@ class LearnerStage:
         self_distiller: SelfDistiller | None = None,
         max_wait_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """``intake`` decodes and filters each record (its filter's ``seen`` should be
         :meth:`seen`); ``dead_letters`` is the writer the intake sends to (flushed before
@@ -95,6 +96,7 @@ class LearnerStage:
         self.dead_letters, self.publisher, self.observers = dead_letters, publisher, observers
         self.self_distiller, self.max_wait_s, self.clock = self_distiller, max_wait_s, clock
         self.replay = ReplayBuffer(cfg.replay_buffer_size, seed=cfg.seed)
+        self.freshness = FreshnessPolicy(cfg.max_lag_s, 4 * cfg.batch_size, wall_clock)
         self.tracker = OffsetTracker()
         self.pending: list[tuple[Record, LabeledExample]] = []
         self._pending_since: float | None = None
@@ -136,7 +138,11 @@ class LearnerStage:
         if self.stopped:
             return None
         # Step 1: poll and take in.
-        room = max(1, 4 * self.cfg.batch_size - len(self.pending))
+        # Freshness first: read a full batch whatever waits (the policy skips the oldest);
+        # otherwise read only what fits.
+        room = 4 * self.cfg.batch_size
+        if not self.freshness.enabled:
+            room = max(1, room - len(self.pending))
         self._take_in(self.source.poll(max_records=room, timeout_s=poll_timeout_s))
         # Step 2: agree whether to step (on every worker: one collective).
         ready, stop = self.learner.sync.agree(self._readiness(), self.stop_requested)
@@ -175,8 +181,16 @@ class LearnerStage:
             if dropped is not None:
                 setattr(self.stats, dropped, getattr(self.stats, dropped) + 1)
             self.tracker.done(rec)  # a dead letter: safe once flushed (step 5)
+        self._skip_late()
         if self.pending and self._pending_since is None:
             self._pending_since = self.clock()
+
+    def _skip_late(self) -> None:
+        """Step 1, freshness first: what the policy skips is done (counted, not trained)."""
+        self.pending, skipped = self.freshness.split(self.pending)
+        for (rec, _), reason in skipped:
+            setattr(self.stats, reason, getattr(self.stats, reason) + 1)
+            self.tracker.done(rec)
 
     def _train(self) -> tuple[list[tuple[Record, LabeledExample]], StepStats]:
         """Step 3: one step on up to ``batch_size`` waiting examples, replay, own examples."""

@@ -41,6 +41,10 @@ class LearnerSnapshot:
     held_out: int = 0
     critic_dropped: int = 0
     empty: int = 0
+    stale: int = 0
+    """Skipped by the freshness policy: older than ``learner.max_lag_s``."""
+    overrun: int = 0
+    """Skipped by the freshness policy: the oldest beyond 4 waiting batches."""
     self_distilled: int = 0
     by_origin: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0
@@ -95,6 +99,10 @@ class LearnerStageStats:
     """Examples none of whose pseudo-targets passed the critics."""
     empty: int = 0
     """Examples with no token to train on (every pseudo-target empty): skipped."""
+    stale: int = 0
+    """Examples skipped as older than ``learner.max_lag_s`` (freshness first)."""
+    overrun: int = 0
+    """Examples skipped as the oldest beyond 4 waiting batches (freshness first)."""
     self_distilled: int = 0
     """Student-labeled examples trained on (self-distillation rounds)."""
     by_origin: dict[str, int] = field(default_factory=dict)
@@ -134,6 +142,7 @@ class LearnerStageStats:
             loss=last.loss if last else None, tokens=last.tokens if last else 0,
             fresh_trained=self.fresh_trained, duplicates=self.duplicates,
             held_out=self.held_out, critic_dropped=self.critic_dropped, empty=self.empty,
+            stale=self.stale, overrun=self.overrun,
             self_distilled=self.self_distilled, by_origin=dict(self.by_origin),
             checkpoints=self.checkpoints, checkpoint_failures=self.checkpoint_failures,
             non_finite_steps=self.non_finite_steps,

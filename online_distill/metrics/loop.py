@@ -98,7 +98,7 @@ class TeacherMetrics:
 class LearnerMetrics:
     """The learner: steps, tokens, losses, gradient norm, what it skipped, live signals."""
 
-    SKIP_REASONS = ("duplicate", "held_out", "critic")
+    SKIP_REASONS = ("duplicate", "held_out", "critic", "stale", "overrun")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.totals = Totals()
@@ -170,6 +170,8 @@ class LearnerMetrics:
         self.totals.set(self.examples_skipped, stats.duplicates, "duplicate")
         self.totals.set(self.examples_skipped, stats.held_out, "held_out")
         self.totals.set(self.examples_skipped, stats.critic_dropped, "critic")
+        self.totals.set(self.examples_skipped, stats.stale, "stale")
+        self.totals.set(self.examples_skipped, stats.overrun, "overrun")
         for reason, n in ((critics or {}).get("dropped") or {}).items():
             self.totals.set(self.critic_drops, n, reason)
         self.totals.set(self.published, stats.published)
