@@ -1,7 +1,8 @@
 """The Ray Serve application: the promoted student behind an OpenAI-compatible API.
 
 Routes (FastAPI, so ``/openapi.json`` and ``/docs`` are served too):
-``POST /v1/completions``, ``GET /v1/models``, ``GET /healthz``, and the admin routes
+``POST /v1/completions``, ``POST /v1/chat/completions`` (both streamed as server-sent events
+with ``"stream": true``), ``GET /v1/models``, ``GET /healthz``, and the admin routes
 ``POST /admin/promote`` ``{"version": V}``, ``POST /admin/rollback`` ``{"version": V|null}``
 and ``GET /admin/versions``, which all need ``Authorization: Bearer <token>`` with the token
 in the environment variable named by ``serve.admin_token_env`` (401 without it, 403 for a
@@ -9,7 +10,10 @@ wrong one or while the variable is unset; :mod:`online_distill.serving.admin`). 
 answers them: the weights store is a shared directory. Each replica watches the
 weights store's PROMOTED pointer itself (a Serve handle call reaches one replica, so a
 broadcast would miss the others) and hot-swaps in place (:mod:`online_distill.serving.swap`).
-Concurrent requests are decoded together by ``@serve.batch``. Each replica counts its
+Concurrent requests, streamed or not, chat or not, are decoded together by ``@serve.batch``;
+a stream hears every decode step, and a client that disconnects cancels its rows at the
+next step (Serve cancels the request; the stream's ``finally`` sets the job's flag). Each
+replica counts its
 requests by status code and their latency and pushes its metrics to the metrics hub as
 ``serve-<replica id>``. (The routes count them; an HTTP middleware on the ingress app saw no
 requests in our tests. Requests to unknown routes are not counted.)
@@ -19,12 +23,12 @@ methods, and FastAPI must see the real ``Request`` class in their signatures.
 """
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from online_distill.actors.metrics import start_pusher
 from prometheus_client import CollectorRegistry
 from ray import serve
@@ -34,8 +38,15 @@ from online_distill.config import Config, config_from_dict
 from online_distill.metrics import ServeMetrics
 from online_distill.serving.admin import ADMIN_MAX_BODY_BYTES, AdminService
 from online_distill.serving.capture import PromptCapture
-from online_distill.serving.schemas import Completion, CompletionRequest, ErrorBody, ModelList
-from online_distill.serving.service import CompletionService, Item, run_items
+from online_distill.serving.schemas import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    ErrorBody,
+    ModelList,
+)
+from online_distill.serving.service import Answer, CompletionService, Item, Streamed, run_items
 from online_distill.serving.swap import ModelSlot, Watcher
 from online_distill.serving.validation import ApiError, ServingLimits, read_bounded
 from online_distill.weights.store import store_for
@@ -52,8 +63,8 @@ app = FastAPI(
 @app.exception_handler(StarletteHTTPException)
 def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """Unknown routes (404) and wrong methods (405) answer in OpenAI's error shape too."""
-    what = {404: f"no route {request.url.path}; the API has /v1/completions, /v1/models, "
-                 "/healthz and /admin/*",
+    what = {404: f"no route {request.url.path}; the API has /v1/completions, "
+                 "/v1/chat/completions, /v1/models, /healthz and /admin/*",
             405: f"{request.method} is not allowed on {request.url.path}"}.get(
         exc.status_code, str(exc.detail))
     err = ApiError(exc.status_code, what, code="not_found" if exc.status_code == 404
@@ -76,8 +87,35 @@ _ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
                        (404, "version not kept"), (409, "nothing to roll back to"),
                        (413, "request body too large"))
 }
+def _inlined(model: type) -> dict[str, Any]:
+    """A request model's JSON schema with its ``$defs`` inlined: the document places it
+    under a path, where ``#/$defs/...`` references would not resolve."""
+    schema = model.model_json_schema()  # type: ignore[attr-defined]
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return inline(schema)  # type: ignore[no-any-return]
+
+
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": CompletionRequest.model_json_schema()}}}}
+    "application/json": {"schema": _inlined(CompletionRequest)}}}}
+_CHAT_REQUEST_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _inlined(ChatCompletionRequest)}}}}
+
+
+def _ok(model: type, what: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 of a generation route: JSON, or server-sent events with ``stream: true``."""
+    return {200: {"model": model, "description": f"the {what} (JSON), or with "
+                  "stream=true its chunks as server-sent events",
+                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            **_ERRORS}
 
 
 def limits_of(cfg: Config) -> ServingLimits:
@@ -150,18 +188,46 @@ class StudentServer:
             raise result
         return result
 
-    @app.post("/v1/completions", response_model=Completion, responses=_ERRORS,
-              openapi_extra=_REQUEST_BODY)
-    async def completions(self, request: Request) -> JSONResponse:
+    @app.post("/v1/completions", response_model=Completion,
+              responses=_ok(Completion, "completion"), openapi_extra=_REQUEST_BODY)
+    async def completions(self, request: Request) -> Any:
         """Complete one prompt or a list of prompts (OpenAI's completions API subset)."""
         start = time.perf_counter()
+        return self._generated(await self.service.complete(self._body(request), self._run),
+                               start)
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletion,
+              responses=_ok(ChatCompletion, "chat completion"), openapi_extra=_CHAT_REQUEST_BODY)
+    async def chat_completions(self, request: Request) -> Any:
+        """The assistant's next turn of a conversation, rendered with the student's chat
+        template (OpenAI's chat completions API subset)."""
+        start = time.perf_counter()
+        return self._generated(await self.service.chat(self._body(request), self._run), start)
+
+    def _body(self, request: Request) -> Callable[[], Awaitable[bytes]]:
         limit = self.cfg.serve.max_body_bytes
-        status, body, headers = await self.service.complete(
-            lambda: read_bounded(request.stream(), request.headers.get("content-length"), limit),
-            self._run)
+        return lambda: read_bounded(request.stream(), request.headers.get("content-length"),
+                                    limit)
+
+    def _generated(self, answer: "Answer | Streamed", start: float) -> Any:
+        """A generation route's response: JSON, or a stream counted when it ends."""
+        if isinstance(answer, Streamed):
+            return StreamingResponse(self._counted(answer, start), headers=answer.headers,
+                                     media_type="text/event-stream")
+        status, body, _ = answer
         if status == 200:
             self.metrics.tokens.inc(int(body.get("usage", {}).get("completion_tokens", 0)))
-        return self._answer((status, body, headers), start)
+        return self._answer(answer, start)
+
+    async def _counted(self, streamed: Streamed, start: float) -> AsyncIterator[str]:
+        try:
+            async for event in streamed.events:
+                yield event
+        finally:  # also when the client disconnected: its rows stop at the next step
+            await streamed.close()
+        if streamed.last is not None:
+            self.metrics.tokens.inc(sum(row.generated for row in streamed.last.rows))
+        self.metrics.observe_request(200, time.perf_counter() - start)
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS)
     def models(self) -> JSONResponse:

@@ -10,8 +10,14 @@
 4. Freshness: ``online-distill up`` on the demo for ``--freshness-seconds``; per published
    version, seconds from the median entry time of the prompts it trained on since its parent
    to the moment the first promoted version at or after it took effect; weighted median.
+5. Streaming and chat (``--streaming``, alone, on the tiny chat student of
+   :mod:`online_distill.models.tiny_chat`): time to the first content chunk and between
+   content chunks of streamed chat answers (p50), and the p50 latency of the chat route over
+   that of the completions route on the same prompt (the conversation rendered with the
+   template, sent as text: the same tokens), requests interleaved one at a time.
 
     .venv/bin/python bench/serving.py [--requests 300] [--freshness-seconds 150]
+    .venv/bin/python bench/serving.py --streaming [--stream-requests 100]
 """
 
 from __future__ import annotations
@@ -186,6 +192,73 @@ def freshness(seconds: float, work: Path) -> dict[str, float]:
             "versions": len(store.versions()), "promotions": len(history)}
 
 
+def stream_timings(http: httpx.Client, url: str, body: dict) -> tuple[float, list[float]]:
+    """One streamed chat request: seconds to its first content chunk, and between the next."""
+    start = time.perf_counter()
+    arrivals = []
+    with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            choices = json.loads(line[6:])["choices"]
+            if choices and choices[0]["delta"].get("content"):
+                arrivals.append(time.perf_counter())
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    return arrivals[0] - start, gaps
+
+
+def streaming(args: argparse.Namespace) -> dict[str, float | int]:
+    """Section 5 (module docstring), on its own Serve app with one replica."""
+    from online_distill.actors.serve import start_serving, stop_serving
+
+    from online_distill.models.chat import render_chat
+    from online_distill.models.tiny_chat import build_tiny_chat
+
+    work = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
+    model, tok = load_model(build_tiny_chat(work / "tiny").student)
+    cfg = load_config(None, [f"gate.weights_dir={work / 'w'}", f"serve.port={free_port()}",
+                             "serve.num_replicas=1", "serve.num_cpus=0.5",
+                             "metrics.enabled=false"])
+    store = store_for(cfg)
+    store.publish(model, tok, learner_step=0)
+    store.promote(1)
+    conversations = [[{"role": "user", "content": f"What is {a} plus {b}? Is it sunny today?"}]
+                     for a, b in zip(range(7, 99, 7), range(3, 99, 5), strict=False)]
+    n = args.stream_requests
+    first, gaps, chat_s, text_s = [], [], [], []
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        url = start_serving(cfg)
+        with httpx.Client(timeout=60) as http:
+            for i in range(n + 10):  # the first 10 warm up
+                messages = conversations[i % len(conversations)]
+                common = {"model": NAME, "max_tokens": args.max_tokens * 2, "temperature": 0}
+                ttft, between = stream_timings(http, url, {**common, "messages": messages,
+                                                           "stream": True})
+                t0 = time.perf_counter()
+                http.post(f"{url}/v1/chat/completions",
+                          json={**common, "messages": messages}).raise_for_status()
+                t1 = time.perf_counter()
+                http.post(f"{url}/v1/completions", json={
+                    **common, "prompt": render_chat(tok, messages)}).raise_for_status()
+                t2 = time.perf_counter()
+                if i >= 10:
+                    first.append(ttft)
+                    gaps += between
+                    chat_s.append(t1 - t0)
+                    text_s.append(t2 - t1)
+    finally:
+        stop_serving()
+        ray.shutdown()
+    return {"stream_requests": n, "max_tokens": args.max_tokens * 2,
+            "time_to_first_token_p50_ms": 1e3 * statistics.median(first),
+            "inter_token_p50_ms": 1e3 * statistics.median(gaps),
+            "chat_p50_ms": 1e3 * statistics.median(chat_s),
+            "completions_p50_ms": 1e3 * statistics.median(text_s),
+            "chat_over_completions_p50": statistics.median(chat_s) / statistics.median(text_s)}
+
+
 def main() -> None:
     from online_distill.actors.serve import start_serving, stop_serving
 
@@ -199,8 +272,14 @@ def main() -> None:
     ap.add_argument("--freshness-seconds", type=float, default=150.0)
     ap.add_argument("--batch-wait-s", type=float, default=None,
                     help="serve.batch_wait_timeout_s (default: the config's)")
+    ap.add_argument("--streaming", action="store_true",
+                    help="run section 5 only (streaming and the chat route)")
+    ap.add_argument("--stream-requests", type=int, default=100)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.streaming:
+        print(json.dumps(streaming(args), indent=2))
+        return
     prompts = demo_prompts(args.requests)
     model, tok = load_model(DEMO_TEACHER_DIR)
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))

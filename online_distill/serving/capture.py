@@ -5,8 +5,9 @@ A request never waits for it and never fails because of it: :meth:`PromptCapture
 samples and puts the prompts in a bounded queue (dropping, counted, when it is full), and a
 background thread produces them, flushing every batch. A producer that cannot be created or
 a flush that fails (the broker is down) drops that batch, counted, and the thread tries a
-new producer a little later. Only the prompt text is produced, as a ``PromptMessage`` with
-``origin="served"``: no other request field, no answer.
+new producer a little later. Only the prompt is produced (the text, or a chat request's
+conversation), as a ``PromptMessage`` with ``origin="served"``: no other request field, no
+answer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from online_distill.messages import PromptMessage, encode
+from online_distill.messages import PromptMessage, Turn, encode
 from online_distill.streams import MessageSink, StreamsError
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,18 @@ class PromptCapture:
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
 
-    def offer(self, prompts: Sequence[str]) -> None:
-        """Called after an answer: sample ``share`` of the requests; never blocks."""
+    def offer(self, prompts: Sequence[str | Sequence[Turn]]) -> None:
+        """Called after an answer with its prompts (texts, or conversations): sample
+        ``share`` of the requests; never blocks."""
         if not prompts or self._rng.random() >= self.share:
             return
-        for text in prompts:
+        for prompt in prompts:
+            if not prompt:  # an empty text prompt is no prompt to learn from
+                continue
+            msg = (PromptMessage(text=prompt, origin="served") if isinstance(prompt, str)
+                   else PromptMessage(messages=tuple(prompt), origin="served"))
             try:
-                self._queue.put_nowait(PromptMessage(text=text, origin="served"))
+                self._queue.put_nowait(msg)
             except queue.Full:
                 self.dropped["queue_full"] += 1
 

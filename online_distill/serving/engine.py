@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from online_distill.models.chat import encode_rendered
 from online_distill.models.generation import eos_ids_of, left_pad
 from online_distill.serving.echo import PromptLogprobs, score_prompts, with_prompt
+from online_distill.serving.jobs import Job, Progress, RowProgress, as_job
 from online_distill.serving.schemas import (
     Completion,
     CompletionChoice,
@@ -45,6 +47,8 @@ class _Row:
     req: CompletionRequest
     stops: list[str]
     generator: torch.Generator | None  # None for greedy rows
+    eos: set[int]  # ids that end this row
+    job: Job
     ids: list[int] = field(default_factory=list)  # generated ids, EOS excluded
     token_logprobs: list[float | None] = field(default_factory=list)  # never None here
     top_logprobs: list[dict[str, float] | None] = field(default_factory=list)
@@ -83,9 +87,11 @@ class CompletionEngine:
         card = ModelCard(id=self.served_model_name, created=self.created, version=self.version)
         return ModelList(data=[card]).model_dump()
 
-    def encode(self, prompt: str) -> list[int]:
-        """Prompt token ids, encoded as the demo evaluator and teacher stage do."""
-        ids = list(self.tokenizer(prompt).input_ids)
+    def encode(self, prompt: str, chat: bool = False) -> list[int]:
+        """Prompt token ids, encoded as the demo evaluator and teacher stage do (a rendered
+        chat template with ``chat``: it holds its special tokens already)."""
+        ids = (encode_rendered(self.tokenizer, prompt) if chat else
+               list(self.tokenizer(prompt).input_ids))
         if not ids and self.tokenizer.bos_token_id is not None:
             ids = [int(self.tokenizer.bos_token_id)]
         if not ids:
@@ -94,16 +100,17 @@ class CompletionEngine:
                            code="empty_prompt")
         return ids
 
-    def check_context(self, req: CompletionRequest, prompts: Sequence[str]) -> None:
+    def check_context(self, req: CompletionRequest, prompts: Sequence[str],
+                      chat: bool = False) -> None:
         """Raise a 400 when a prompt plus ``max_tokens`` does not fit the model's context."""
         for i, prompt in enumerate(prompts):
-            self._check_fits(req, i, len(self.encode(prompt)))
+            self._check_fits(req, i, len(self.encode(prompt, chat)))
 
     def complete(self, req: CompletionRequest, prompts: list[str]) -> dict[str, Any]:
         """One request's Completion (see :meth:`complete_many`)."""
         return self.complete_many([(req, prompts)])[0]
 
-    def complete_many(self, requests: Sequence[tuple[CompletionRequest, list[str]]]
+    def complete_many(self, requests: Sequence[Job | tuple[CompletionRequest, list[str]]]
                       ) -> list[dict[str, Any]]:
         """One OpenAI Completion dict per (validated request, its prompts), decoded together.
 
@@ -118,21 +125,42 @@ class CompletionEngine:
         of ``logprobs``; a stop string cuts the text before it and trims the tokens to those
         that produced the kept text. Raises :class:`ApiError` if any prompt does not fit the
         context (callers merging many clients' requests should :meth:`check_context` first).
+
+        A :class:`~online_distill.serving.jobs.Job` with a listener hears its progress once
+        before decoding and after every step; one whose ``cancel`` is set stops decoding
+        (its answer is then incomplete, for nobody).
         """
+        jobs = [as_job(item) for item in requests]
         rows: list[_Row] = []
         prompt_tokens: list[int] = []
-        for r, (req, prompts) in enumerate(requests):
-            encoded = [self.encode(p) for p in prompts]
+        for r, job in enumerate(jobs):
+            encoded = [self.encode(p, job.chat) for p in job.prompts]
             for i, ids in enumerate(encoded):
-                self._check_fits(req, i, len(ids))
+                self._check_fits(job.req, i, len(ids))
             prompt_tokens.append(sum(len(ids) for ids in encoded))
-            rows.extend(self._rows_of(r, req, prompts, encoded))
+            rows.extend(self._rows_of(r, job, encoded))
+        listened = {r: ([row for row in rows if row.request == r], prompt_tokens[r])
+                    for r, job in enumerate(jobs) if job.listener is not None}
+        self._notify(listened)
         live = [row for row in rows if row.finish is None]  # max_tokens=0 rows only echo
         for start in range(0, len(live), self.max_batch_rows):
-            self._decode(live[start : start + self.max_batch_rows])
+            self._decode(live[start : start + self.max_batch_rows], listened)
         echoed = self._echo(rows)
-        return [self._completion(req, [row for row in rows if row.request == r], prompt_tokens[r],
-                                 echoed) for r, (req, _) in enumerate(requests)]
+        return [self._completion(job.req, [row for row in rows if row.request == r],
+                                 prompt_tokens[r], echoed) for r, job in enumerate(jobs)]
+
+    def _notify(self, listened: dict[int, tuple[list[_Row], int]]) -> None:
+        """Tell each listening job where its rows are (a finished job hears it once)."""
+        for r, (rows, prompt_tokens) in list(listened.items()):
+            progress = Progress(self.version, prompt_tokens, tuple(
+                RowProgress(row.index, row.text if row.text is not None
+                            else self._decode_text(row.ids), row.finish, row.generated)
+                for row in sorted(rows, key=lambda row: row.index)))
+            listener = rows[0].job.listener
+            assert listener is not None
+            listener(progress)
+            if progress.done:
+                del listened[r]
 
     # ------------------------------------------------------------------ request <-> rows
     def _check_fits(self, req: CompletionRequest, i: int, num_ids: int) -> None:
@@ -146,16 +174,18 @@ class CompletionEngine:
                        param="max_tokens" if room >= 1 else "prompt",
                        code="context_length_exceeded")
 
-    def _rows_of(self, r: int, req: CompletionRequest, prompts: list[str],
-                 encoded: list[list[int]]) -> list[_Row]:
-        rows = []
-        for p, (prompt, ids) in enumerate(zip(prompts, encoded, strict=True)):
+    def _rows_of(self, r: int, job: Job, encoded: list[list[int]]) -> list[_Row]:
+        rows, req = [], job.req
+        eos = self.eos_ids
+        if job.chat and self.tokenizer.eos_token_id is not None:  # the template's end of turn
+            eos = eos | {int(self.tokenizer.eos_token_id)}
+        for p, (prompt, ids) in enumerate(zip(job.prompts, encoded, strict=True)):
             for j in range(req.n):
                 index = p * req.n + j
                 rows.append(_Row(request=r, index=index, prompt_ids=ids,
                                  prompt_chars=len(prompt), req=req, stops=stop_strings(req),
-                                 generator=self._generator(req, index), prompt=prompt,
-                                 finish="length" if req.max_tokens == 0 else None))
+                                 generator=self._generator(req, index), eos=eos, job=job,
+                                 prompt=prompt, finish="length" if req.max_tokens == 0 else None))
         return rows
 
     @staticmethod
@@ -209,8 +239,12 @@ class CompletionEngine:
 
     # ------------------------------------------------------------------ decode loop
     @torch.inference_mode()
-    def _decode(self, rows: list[_Row]) -> None:
-        """Decode ``rows`` together until each has finished; fills their state in place."""
+    def _decode(self, rows: list[_Row],
+                listened: dict[int, tuple[list[_Row], int]] | None = None) -> None:
+        """Decode ``rows`` together until each has finished; fills their state in place and
+        tells the listening jobs among them after every step."""
+        listened = {r: v for r, v in (listened or {}).items()
+                    if any(row.request == r for row in rows)}
         input_ids, mask = left_pad([row.prompt_ids for row in rows], self.pad_id,
                                    self.device)  # (B, P), (B, P)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
@@ -222,6 +256,7 @@ class CompletionEngine:
             past = out.past_key_values if past is None else past
             logits = out.logits[:, -1, :].float()  # (B, V)
             chosen = self._pick(rows, logits)  # (B,)
+            self._notify(listened)
             if all(row.finish is not None for row in rows):
                 break
             input_ids = chosen.to(self.device).unsqueeze(-1)  # (B, 1)
@@ -236,6 +271,8 @@ class CompletionEngine:
         cpu_logits = logits.cpu() if any(r.generator is not None for r in rows) else None
         chosen = torch.full((len(rows),), self.pad_id, dtype=torch.long)  # (B,)
         for b, row in enumerate(rows):
+            if row.finish is None and row.job.cancel.is_set():
+                row.finish = "cancelled"  # the client went away: free its place
             if row.finish is not None:
                 continue
             if row.generator is None or cpu_logits is None:
@@ -250,7 +287,7 @@ class CompletionEngine:
     def _advance(self, row: _Row, token: int, logp: torch.Tensor | None) -> None:
         """Append ``token`` to ``row``; logp: (V,) raw log-probs of this step or None."""
         row.generated += 1
-        if token in self.eos_ids:
+        if token in row.eos:
             row.finish = "stop"
             return
         row.ids.append(token)

@@ -12,6 +12,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class StreamOptions(BaseModel):
+    """``stream_options``: with ``include_usage``, a last chunk carries the usage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
 class CompletionRequest(BaseModel):
     """Body of ``POST /v1/completions``.
 
@@ -33,6 +41,7 @@ class CompletionRequest(BaseModel):
     seed: int | None = None
     echo: bool = False
     stream: bool = False
+    stream_options: StreamOptions | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     best_of: int | None = None
@@ -114,3 +123,92 @@ class ErrorBody(BaseModel):
     """OpenAI's error response: ``{"error": {"message", "type", "param", "code"}}``."""
 
     error: ErrorDetail
+
+
+# ---------------------------------------------------------------------- chat completions
+class ChatMessage(BaseModel):
+    """One turn of a conversation; ``content`` is a string (no content parts)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+    name: str | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """Body of ``POST /v1/chat/completions``.
+
+    ``logprobs`` (bool) asks for the chosen tokens' log-probabilities and ``top_logprobs``
+    (0 to 20) for that many alternatives; ``max_completion_tokens`` is the newer name of
+    ``max_tokens`` (send one; without either the server's cap applies). ``presence_penalty``,
+    ``frequency_penalty`` and ``logit_bias`` are accepted at their neutral values only;
+    ``user`` is accepted and ignored; any other unknown field is rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    messages: list[ChatMessage]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+
+class TopLogprob(BaseModel):
+    """One alternative token: its text, log-probability and UTF-8 bytes."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    """One generated token with its top alternatives."""
+
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    """``choices[i].logprobs`` of a chat completion."""
+
+    content: list[TokenLogprob] | None = None
+
+
+class AssistantMessage(BaseModel):
+    """The generated turn."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    """One generated turn of the conversation."""
+
+    index: int
+    message: AssistantMessage
+    logprobs: ChatLogprobs | None = None
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletion(BaseModel):
+    """Response of ``POST /v1/chat/completions``, plus ``version``: the student version."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChoice]
+    usage: CompletionUsage
+    version: int

@@ -103,10 +103,26 @@ def validate_request(req: CompletionRequest, limits: ServingLimits,
     return prompts
 
 
+def check_stream(stream: bool, include_usage: bool | None, logprobs: bool, echo: bool = False
+                 ) -> None:
+    """Streams carry text only: refuse what a stream cannot carry, saying what to send."""
+    if include_usage is not None and not stream:
+        raise _bad("stream_options", "stream_options_without_stream",
+                   "stream_options is only allowed with stream=true; send stream=true or "
+                   "leave stream_options out")
+    if stream and logprobs:
+        raise _bad("logprobs", "stream_logprobs_unsupported",
+                   "logprobs are not streamed by this server; leave logprobs out or send "
+                   "stream=false")
+    if stream and echo:
+        raise _bad("echo", "stream_echo_unsupported",
+                   "echo is not streamed by this server; leave echo out or send stream=false")
+
+
 def _check_unsupported(req: CompletionRequest) -> None:
-    if req.stream:
-        raise _bad("stream", "stream_unsupported",
-                   "streaming is not supported; send stream=false")
+    options = req.stream_options
+    check_stream(req.stream, None if options is None else options.include_usage,
+                 req.logprobs is not None, req.echo)
     neutral: list[tuple[str, object, bool, str]] = [
         ("presence_penalty", req.presence_penalty, req.presence_penalty == 0, "0"),
         ("frequency_penalty", req.frequency_penalty, req.frequency_penalty == 0, "0"),

@@ -1,10 +1,12 @@
 """Schemathesis against the real Serve app's OpenAPI document (issue 10: bad input at scale).
 
-Ray Serve runs the real app (actors/serve.py) over a weights store holding the demo model,
+Ray Serve runs the real app (actors/serve.py) over a weights store holding the tiny chat
+student (a random Llama with a ChatML template: :mod:`online_distill.models.tiny_chat`),
 promoted, as in test_serving.py. Schemathesis loads ``/openapi.json`` and generates requests
-for every operation the document lists, valid ones (half of those for the completions
-operation name the served model and stay in the server's ranges, so that they reach the
-model) and invalid ones (wrong types, missing and unknown fields, extreme numbers, odd
+for every operation the document lists, valid ones (half of those for the completions and
+chat completions operations name the served model and stay in the server's ranges, so that
+they reach the model; those are not streamed: streams are test_chat_stream.py's) and
+invalid ones (wrong types, missing and unknown fields, extreme numbers, odd
 strings, bodies that are not JSON), and sends each one over HTTP. Checks on every response:
 
 - ``not_a_server_error``: never a 5xx;
@@ -57,13 +59,13 @@ STATUSES: Counter[str] = Counter()
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The real Serve app on a free port, serving the demo model as promoted version 1."""
+    """The real Serve app on a free port, serving the tiny chat student as version 1."""
     import ray
     from online_distill.actors.serve import start_serving, stop_serving
 
     from online_distill.config import load_config
     from online_distill.models.loader import load_model
-    from online_distill.tasks.models import DEMO_TEACHER_DIR
+    from online_distill.models.tiny_chat import build_tiny_chat
     from online_distill.weights.store import store_for
 
     root = tmp_path_factory.mktemp("schemathesis")
@@ -72,7 +74,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
                              "serve.max_tokens_cap=16", f"serve.admin_token_env={TOKEN_ENV}",
                              "metrics.enabled=false"])
     store = store_for(cfg)
-    model, tok = load_model(DEMO_TEACHER_DIR)
+    model, tok = load_model(build_tiny_chat(root / "tiny-chat").student)
     store.publish(model, tok, learner_step=0)
     store.promote(1)
     # The replicas inherit the environment: admin requests are enabled, with a token no
@@ -124,9 +126,11 @@ def has_input(op: Any) -> bool:
                                                    "path_parameters", "cookies"))
 
 
-NEUTRAL_ONLY = ("stream", "presence_penalty", "frequency_penalty", "best_of", "logit_bias",
-                "suffix")
-"""OpenAI fields the server accepts at their neutral values only (400 otherwise)."""
+NEUTRAL_ONLY = ("stream", "stream_options", "presence_penalty", "frequency_penalty",
+                "best_of", "logit_bias", "suffix")
+"""OpenAI fields the server accepts at their neutral values only (400 otherwise), and the
+stream switch (a stream is not the JSON body the conformance checks read)."""
+GENERATION = ("/v1/completions", "/v1/chat/completions")
 
 
 def served_model(case: Any, in_range: bool) -> Any:
@@ -140,7 +144,8 @@ def served_model(case: Any, in_range: bool) -> Any:
     for key in NEUTRAL_ONLY:
         body.pop(key, None)
     fold = {"max_tokens": lambda v: abs(v) % 9 or 1, "n": lambda v: 1 + abs(v) % 3,
-            "logprobs": lambda v: abs(v) % 6,
+            "max_completion_tokens": lambda v: abs(v) % 9 or 1,
+            "logprobs": lambda v: abs(v) % 6, "top_logprobs": lambda v: abs(v) % 6,
             "temperature": lambda v: abs(v) % 2 if math.isfinite(v) else 1.0,
             "top_p": lambda v: 1.0 - abs(v) % 1 if math.isfinite(v) else 1.0}
     for key, f in fold.items():
@@ -176,7 +181,7 @@ def test_every_operation_survives_generated_requests(app_url: Any, mode: Generat
         if mode is GenerationMode.NEGATIVE and not has_input(op):
             continue  # nothing to break: no body, no parameters
         cases = op.as_strategy(generation_mode=mode)
-        if mode is GenerationMode.POSITIVE and op.path == "/v1/completions":
+        if mode is GenerationMode.POSITIVE and op.path in GENERATION:
             # Half the valid requests name the served model, so that they reach the model
             # (a random name gets the 404 at once).
             cases = st.tuples(cases, st.booleans()).map(lambda c: served_model(*c))
