@@ -101,8 +101,8 @@ class LearnerConfig:
     """Stop after this many optimizer steps; null trains for as long as the daemon runs."""
 
     max_lag_s: float = 0.0
-    """Freshness first under overload: an example whose prompt entered the stream more than
-    this many seconds ago is skipped instead of trained (counted as ``stale``), and while
+    """Freshness first under overload: an example labeled more than this many seconds ago
+    is skipped instead of trained (counted as ``stale``), and while
     more than 4 batches wait, the oldest are skipped (``overrun``), so a learner slower than
     its teachers trains on the newest labels instead of falling behind without bound.
     Skipped examples are not lost: they stay in the labels topic (and ``export``), and their

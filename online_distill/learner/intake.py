@@ -98,9 +98,11 @@ class Intake:
 class FreshnessPolicy:
     """Which waiting examples a learner that cannot keep up skips (``learner.max_lag_s``).
 
-    An example is ``stale`` once its prompt entered the stream more than ``max_lag_s`` ago;
-    beyond ``capacity`` waiting examples, the oldest are ``overrun``. Off (``max_lag_s`` 0),
-    nothing is skipped and the learner reads only as much as it can hold."""
+    An example is ``stale`` once it was labeled more than ``max_lag_s`` ago (the learner's
+    own backlog: a teacher that lags makes every prompt old, and skipping its labels would
+    starve training without making the student fresher); beyond ``capacity`` waiting
+    examples, the oldest are ``overrun``. Off (``max_lag_s`` 0), nothing is skipped and the
+    learner reads only as much as it can hold."""
 
     def __init__(self, max_lag_s: float, capacity: int,
                  wall_clock: Callable[[], float]) -> None:
@@ -120,8 +122,7 @@ class FreshnessPolicy:
         skipped: list[tuple[T, DropReason]] = []
         for item in waiting:
             ex: LabeledExample = item[1]  # type: ignore[index]
-            born = ex.prompt_created_at if ex.prompt_created_at is not None else ex.created_at
-            if now - born > self.max_lag_s:
+            if now - ex.created_at > self.max_lag_s:
                 skipped.append((item, "stale"))
             else:
                 kept.append(item)

@@ -36,6 +36,9 @@ class LearnerSnapshot:
     """The last step's loss; None before the first step."""
     tokens: int = 0
     """The last step's continuation tokens."""
+    polled: int = 0
+    """Labeled-example records read; each is trained, skipped by a counted reason,
+    dead-lettered, or still waiting (``pending``)."""
     fresh_trained: int = 0
     duplicates: int = 0
     held_out: int = 0
@@ -140,7 +143,7 @@ class LearnerStageStats:
         return LearnerSnapshot(
             step=step, skipped_steps=skipped_steps,
             loss=last.loss if last else None, tokens=last.tokens if last else 0,
-            fresh_trained=self.fresh_trained, duplicates=self.duplicates,
+            polled=self.polled, fresh_trained=self.fresh_trained, duplicates=self.duplicates,
             held_out=self.held_out, critic_dropped=self.critic_dropped, empty=self.empty,
             stale=self.stale, overrun=self.overrun,
             self_distilled=self.self_distilled, by_origin=dict(self.by_origin),

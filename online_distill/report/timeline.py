@@ -40,6 +40,7 @@ def timeline_record(at: float, elapsed_s: float, sent: int, snap: LoopSnapshot,
         "refused": counts.get("refused", 0), "kl": _finite(live.get("kl")),
         "agreement": _finite(live.get("agreement")), "demo_drifted": demo_drifted,
         "drift": learner.drift if learner else None,
+        "skipped_late": learner.stale + learner.overrun if learner else None,
     }
 
 

@@ -21,7 +21,8 @@ from tests.unit.test_stages import LABELS, labeled_log, read_topic
 
 DLQ = "dead"
 BORN = 1_000.0
-"""The first example's prompt entered the stream at this (fake) unix time, one per second."""
+"""The first example was labeled at this (fake) unix time, one per second; their prompts
+are all 500 s older (a teacher that lagged: not the learner's backlog, not skipped)."""
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,8 @@ def examples() -> list[LabeledExample]:
                         teacher_id="tiny")
     log, _ = labeled_log(backend, 100)
     got = [decode(v, LabeledExample) for v in read_topic(log, LABELS)]
-    return [dataclasses.replace(ex, prompt_created_at=BORN + i) for i, ex in enumerate(got)]
+    return [dataclasses.replace(ex, created_at=BORN + i, prompt_created_at=BORN + i - 500)
+            for i, ex in enumerate(got)]
 
 
 def stage_on(examples: list[LabeledExample], tmp_path: Path, now: float, max_lag_s: float
@@ -102,7 +104,7 @@ def test_off_by_default_trains_everything_in_order(examples: list[LabeledExample
 
 
 def test_the_policy_alone() -> None:
-    exs = [(i, type("E", (), {"prompt_created_at": float(i), "created_at": 0.0})())
+    exs = [(i, type("E", (), {"prompt_created_at": 0.0, "created_at": float(i)})())
            for i in range(10)]
     kept, skipped = FreshnessPolicy(5.0, 3, lambda: 10.0).split(exs)  # type: ignore[arg-type]
     assert [i for i, _ in kept] == [7, 8, 9]
