@@ -175,7 +175,7 @@ def test_timeline_record_from_a_snapshot() -> None:
     assert set(rec) == {"at", "elapsed_s", "prompts_sent", "labeled", "prompt_lag",
                         "label_lag", "step", "loss", "served_version", "served_scores",
                         "freshness_s", "promoted", "refused", "kl", "agreement",
-                        "demo_drifted", "drift"}
+                        "demo_drifted", "drift", "skipped_late"}
 
 
 def test_timeline_record_while_the_learner_and_gate_restart() -> None:
