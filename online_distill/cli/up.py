@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faulthandler
+import io
 import logging
 import signal
 import time
@@ -82,7 +83,10 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
     from online_distill.streams import KafkaSink  # kafka-python: only when the loop runs
 
     # Every thread's stack on SIGUSR1 (kill -USR1 <pid>): the diagnosis of a hang.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        pass  # stderr is not a file (captured, as in tests): no dump, nothing else changes
     check_shared_tokenizer(cfg)  # before anything starts: a clear error, not silent garbage
     stop = StopRequest()
     sup = Supervisor(cfg)

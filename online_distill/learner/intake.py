@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
+import numpy as np
+
 from online_distill.messages import LabeledExample
 from online_distill.streams import DeadLetterWriter, Record, decode_or_dead_letter
 
@@ -32,16 +34,16 @@ def untrainable(ex: LabeledExample, vocab: int) -> str | None:
     A token id outside its vocabulary (labels made with another tokenizer) would fail the
     forward; tokens without a top-k (k = 0) leave nothing to distil (the loss needs k >= 1).
     """
-    fields: list[tuple[str, Sequence[int]]] = [("prompt_token_ids", ex.prompt_token_ids)]
+    fields: list[tuple[str, np.ndarray]] = [
+        ("prompt_token_ids", ex.prompt_token_ids_array(None, copy=False))]
     for i, pt in enumerate(ex.pseudo_targets):
         if pt.num_tokens and not pt.k:
             return (f"pseudo_targets[{i}] has {pt.num_tokens} tokens but no top-k "
                     "log-probabilities (k = 0); label with teacher.top_k_logprobs >= 1")
-        topk = [t for row in pt.topk_ids for t in row]
-        fields += [(f"pseudo_targets[{i}].token_ids", pt.token_ids),
-                   (f"pseudo_targets[{i}].topk_ids", topk)]
-    for name, ids in fields:
-        top = max(ids, default=-1)
+        fields += [(f"pseudo_targets[{i}].token_ids", pt.token_ids_array(None, copy=False)),
+                   (f"pseudo_targets[{i}].topk_ids", pt.topk_ids_array(None, copy=False))]
+    for name, ids in fields:  # vectorised: the arrays view the record's bytes
+        top = int(ids.max()) if ids.size else -1
         if top >= vocab:
             return (f"{name} holds token id {top}, outside the student's vocabulary of "
                     f"{vocab}; the teacher must label with the student's tokenizer")

@@ -53,7 +53,7 @@ def to_json_dict(msg: Message) -> dict[str, Any]:
         d.update(prompt_fields(msg))
     elif isinstance(msg, LabeledExample):
         d.update(labeled_fields(msg))
-        d["prompt_token_ids"] = list(msg.prompt_token_ids)
+        d["prompt_token_ids"] = msg.prompt_token_ids_array(None, copy=False).tolist()
         d["pseudo_targets"] = [_pt_json(pt) for pt in msg.pseudo_targets]
     else:
         d.update(dead_letter_fields(msg))
@@ -62,13 +62,14 @@ def to_json_dict(msg: Message) -> dict[str, Any]:
 
 
 def _pt_json(pt: PseudoTarget) -> dict[str, Any]:
+    topk_lp = pt.topk_logprobs_array(copy=False).tolist()
     return {
         **pseudo_target_fields(pt),
-        "token_ids": list(pt.token_ids),
-        "topk_ids": [list(row) for row in pt.topk_ids],
-        "topk_logprobs": [[_lp(x) for x in row] for row in pt.topk_logprobs],
-        "tail_logmass": [_lp(x) for x in pt.tail_logmass],
-        "sampled_logprobs": [_lp(x) for x in pt.sampled_logprobs],
+        "token_ids": pt.token_ids_array(None, copy=False).tolist(),
+        "topk_ids": pt.topk_ids_array(None, copy=False).tolist(),
+        "topk_logprobs": [[_lp(x) for x in row] for row in topk_lp],
+        "tail_logmass": [_lp(x) for x in pt.tail_logmass_array(copy=False).tolist()],
+        "sampled_logprobs": [_lp(x) for x in pt.sampled_logprobs_array(copy=False).tolist()],
     }
 
 

@@ -2,23 +2,27 @@
 
 Every message is a frozen, slotted, keyword-only dataclass. `__post_init__` checks the
 rules below and raises ValueError saying which field is wrong; it also normalises
-array-like inputs (lists, numpy arrays) to tuples, so a message is immutable, hashable and
-compares with `==`. Log-probabilities are kept at float32 precision (the precision teachers
-compute them in), so a float32 wire round trip is exact.
+array-like inputs (lists, tuples, numpy arrays) to a :class:`FrozenArray`: a read-only
+numpy array that reads like a tuple (``len``, ``in``, indexing, ``==`` and ``hash`` by
+value), so a message is immutable, hashable and compares with `==`, and a decoded message's
+arrays view the record's bytes instead of holding a Python object per token.
+Log-probabilities are kept at float32 precision (the precision teachers compute them in),
+so a float32 wire round trip is exact.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 import numpy.typing as npt
 
 from ._checks import (
-    as_rows,
+    FrozenArray,
     check_choice,
     check_finite,
     check_logprobs,
@@ -27,6 +31,7 @@ from ._checks import (
     check_text,
     check_timestamp,
     check_token_ids,
+    frozen,
 )
 
 Origin = Literal["traffic", "feedback", "served"]
@@ -173,11 +178,14 @@ class PseudoTarget:
     Shapes, with T generated tokens and k top-k entries per token (k = 0 when T = 0):
     token_ids (T,), topk_ids (T, k), topk_logprobs (T, k), tail_logmass (T,),
     sampled_logprobs (T,). All log-probabilities are natural-log, <= 0, never NaN, and may
-    be -inf (probability 0). The constructor accepts lists or numpy arrays and stores
-    tuples; `PseudoTarget.from_arrays` is the same with array-friendly type hints.
+    be -inf (probability 0). The constructor accepts lists, tuples or numpy arrays and
+    stores each as a :class:`FrozenArray` (ids as given, or in the record's u1/u2/u4;
+    log-probabilities as float32): read-only arrays are kept without a copy, writeable ones
+    are copied. The ``*_array()`` methods give the numpy arrays.
+    `PseudoTarget.from_arrays` is the constructor with array-friendly type hints.
     """
 
-    token_ids: tuple[int, ...]
+    token_ids: Sequence[int]
     """The generated token ids, (T,)."""
     text: str
     """The generated text (decoded token_ids)."""
@@ -185,14 +193,14 @@ class PseudoTarget:
     """Who generated the tokens."""
     decoding: Decoding
     """How the tokens were chosen."""
-    topk_ids: tuple[tuple[int, ...], ...]
+    topk_ids: Sequence[Sequence[int]]
     """(T, k): at step t, the k most likely next tokens under the teacher."""
-    topk_logprobs: tuple[tuple[float, ...], ...]
+    topk_logprobs: Sequence[Sequence[float]]
     """(T, k): their teacher log-probabilities."""
-    tail_logmass: tuple[float, ...]
+    tail_logmass: Sequence[float]
     """(T,): log of the teacher's probability mass outside the top-k; -inf when the top-k
     cover everything."""
-    sampled_logprobs: tuple[float, ...]
+    sampled_logprobs: Sequence[float]
     """(T,): teacher log-probability of the token actually chosen, token_ids[t]."""
 
     def __post_init__(self) -> None:
@@ -216,11 +224,13 @@ class PseudoTarget:
         check_text("text", self.text)
         check_choice("source", self.source, SOURCES)
         check_choice("decoding", self.decoding, DECODINGS)
-        object.__setattr__(self, "token_ids", tuple(ids.tolist()))
-        object.__setattr__(self, "topk_ids", as_rows(topk_ids))
-        object.__setattr__(self, "topk_logprobs", as_rows(topk_lp))
-        object.__setattr__(self, "tail_logmass", tuple(tail.tolist()))
-        object.__setattr__(self, "sampled_logprobs", tuple(sampled.tolist()))
+        if t == 0:  # one empty shape, (0, 0), whatever k an empty input had
+            topk_ids, topk_lp = topk_ids.reshape(0, 0), topk_lp.reshape(0, 0)
+        object.__setattr__(self, "token_ids", frozen(ids, self.token_ids))
+        object.__setattr__(self, "topk_ids", frozen(topk_ids, self.topk_ids))
+        object.__setattr__(self, "topk_logprobs", frozen(topk_lp, self.topk_logprobs))
+        object.__setattr__(self, "tail_logmass", frozen(tail, self.tail_logmass))
+        object.__setattr__(self, "sampled_logprobs", frozen(sampled, self.sampled_logprobs))
 
     @classmethod
     def from_arrays(
@@ -255,27 +265,42 @@ class PseudoTarget:
     @property
     def k(self) -> int:
         """Top-k entries per token (0 when T = 0)."""
-        return len(self.topk_ids[0]) if self.topk_ids else 0
+        return int(_values(self.topk_ids).shape[1])
 
-    def token_ids_array(self, dtype: npt.DTypeLike = np.int32) -> npt.NDArray[np.integer]:
+    # The arrays: by default fresh and writeable, the caller's to keep (one vectorised copy,
+    # as before); with copy=False, read-only views of the message whenever `dtype` is None or
+    # the stored one (ids: int64 when built from Python ints, the record's u1/u2/u4 when
+    # decoded; log-probabilities: always float32), so a decoded record is read in place.
+
+    def token_ids_array(self, dtype: npt.DTypeLike | None = np.int32, *, copy: bool = True
+                        ) -> npt.NDArray[np.integer]:
         """(T,) token ids; pass dtype=np.int64 for torch indexing (`torch.from_numpy`)."""
-        return np.array(self.token_ids, dtype=dtype).reshape(self.num_tokens)
+        return _values(self.token_ids, dtype, copy)
 
-    def topk_ids_array(self, dtype: npt.DTypeLike = np.int32) -> npt.NDArray[np.integer]:
+    def topk_ids_array(self, dtype: npt.DTypeLike | None = np.int32, *, copy: bool = True
+                       ) -> npt.NDArray[np.integer]:
         """(T, k) top-k token ids."""
-        return np.array(self.topk_ids, dtype=dtype).reshape(self.num_tokens, self.k)
+        return _values(self.topk_ids, dtype, copy)
 
-    def topk_logprobs_array(self) -> npt.NDArray[np.float32]:
+    def topk_logprobs_array(self, *, copy: bool = True) -> npt.NDArray[np.float32]:
         """(T, k) float32 top-k log-probabilities."""
-        return np.array(self.topk_logprobs, dtype=np.float32).reshape(self.num_tokens, self.k)
+        return _values(self.topk_logprobs, None, copy)
 
-    def tail_logmass_array(self) -> npt.NDArray[np.float32]:
+    def tail_logmass_array(self, *, copy: bool = True) -> npt.NDArray[np.float32]:
         """(T,) float32 log-mass outside the top-k."""
-        return np.array(self.tail_logmass, dtype=np.float32).reshape(self.num_tokens)
+        return _values(self.tail_logmass, None, copy)
 
-    def sampled_logprobs_array(self) -> npt.NDArray[np.float32]:
+    def sampled_logprobs_array(self, *, copy: bool = True) -> npt.NDArray[np.float32]:
         """(T,) float32 log-probability of each chosen token."""
-        return np.array(self.sampled_logprobs, dtype=np.float32).reshape(self.num_tokens)
+        return _values(self.sampled_logprobs, None, copy)
+
+
+def _values(field: Sequence[Any], dtype: npt.DTypeLike | None = None, copy: bool = False
+            ) -> np.ndarray:
+    """The numpy array behind a message's array field (a FrozenArray once constructed), in
+    `dtype` (None: as stored): a read-only view unless `copy` or a cast makes a new one."""
+    a = field.array if isinstance(field, FrozenArray) else np.asarray(field)
+    return a.astype(a.dtype if dtype is None else dtype, copy=copy)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -307,8 +332,8 @@ class LabeledExample:
     prompt_text: str
     """The prompt text; for a conversation, the conversation rendered with the teacher's chat
     template (the generation prompt included): what prompt_token_ids encode."""
-    prompt_token_ids: tuple[int, ...]
-    """The prompt tokenised with the teacher's (shared) tokenizer, (P,)."""
+    prompt_token_ids: Sequence[int]
+    """The prompt tokenised with the teacher's (shared) tokenizer, (P,); a FrozenArray."""
     pseudo_targets: tuple[PseudoTarget, ...]
     """n >= 1 pseudo-targets."""
     teacher_id: str
@@ -331,7 +356,7 @@ class LabeledExample:
         check_text("prompt_text", self.prompt_text)
         object.__setattr__(self, "messages", check_turns("messages", self.messages))
         ids = check_token_ids("prompt_token_ids", self.prompt_token_ids, 1)
-        object.__setattr__(self, "prompt_token_ids", tuple(ids.tolist()))
+        object.__setattr__(self, "prompt_token_ids", frozen(ids, self.prompt_token_ids))
         pts = check_seq("pseudo_targets", self.pseudo_targets)
         if not pts:
             raise ValueError("pseudo_targets is empty; a labeled example needs at least one")
@@ -349,6 +374,11 @@ class LabeledExample:
         if self.prompt_created_at is not None:
             value = check_finite("prompt_created_at", self.prompt_created_at, nonnegative=True)
             object.__setattr__(self, "prompt_created_at", value)
+
+    def prompt_token_ids_array(self, dtype: npt.DTypeLike | None = np.int64, *, copy: bool = True
+                               ) -> npt.NDArray[np.integer]:
+        """(P,) prompt token ids (copy=False: see PseudoTarget's arrays)."""
+        return _values(self.prompt_token_ids, dtype, copy)
 
     @property
     def num_labeled_tokens(self) -> int:

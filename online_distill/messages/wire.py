@@ -113,14 +113,15 @@ def encode(msg: Message, *, logprob_dtype: LogprobDtype = "float16") -> bytes:
 
 
 def _labeled_body(msg: LabeledExample, lp_code: str) -> tuple[dict[str, Any], bytes]:
-    # Arrays in wire order, ids as int64 and log-probs as float32 until the dtypes are known.
-    id_arrays: list[np.ndarray] = [np.array(msg.prompt_token_ids, dtype=np.int64)]
+    # Arrays in wire order, as the message stores them (views) until the dtypes are known.
+    id_arrays: list[np.ndarray] = [msg.prompt_token_ids_array(None, copy=False)]
     parts: list[tuple[str, np.ndarray]] = [("ids", id_arrays[0])]
     for pt in msg.pseudo_targets:
-        ids, topk = pt.token_ids_array(np.int64), pt.topk_ids_array(np.int64)
+        ids, topk = pt.token_ids_array(None, copy=False), pt.topk_ids_array(None, copy=False)
         id_arrays += [ids, topk]
-        parts += [("ids", ids), ("ids", topk), ("lp", pt.topk_logprobs_array())]
-        parts += [("lp", pt.tail_logmass_array()), ("lp", pt.sampled_logprobs_array())]
+        parts += [("ids", ids), ("ids", topk), ("lp", pt.topk_logprobs_array(copy=False))]
+        parts += [("lp", pt.tail_logmass_array(copy=False)),
+                  ("lp", pt.sampled_logprobs_array(copy=False))]
     max_id = max((int(a.max()) for a in id_arrays if a.size), default=0)
     id_code = "u1" if max_id < 2**8 else "u2" if max_id < 2**16 else "u4"
     dtypes = {"ids": _ID_DTYPES[id_code], "lp": _LP_DTYPES[lp_code]}
@@ -128,7 +129,7 @@ def _labeled_body(msg: LabeledExample, lp_code: str) -> tuple[dict[str, Any], by
         arrays = b"".join(a.astype(dtypes[kind]).tobytes() for kind, a in parts)
     header = labeled_fields(msg)
     header["ids"], header["logprobs"] = id_code, lp_code
-    header["prompt_len"] = len(msg.prompt_token_ids)
+    header["prompt_len"] = len(id_arrays[0])
     header["pseudo_targets"] = [_pt_header(pt) for pt in msg.pseudo_targets]
     return header, arrays
 
@@ -249,6 +250,8 @@ def _labeled_from_body(r: FieldReader, arrays: memoryview) -> LabeledExample:
         offset += count * dtype.itemsize
         return a
 
+    # Every array is a read-only view of `arrays` (the record's bytes): the messages keep
+    # them as they are, except float16 log-probabilities, cast once to float32.
     prompt_ids = take(ids, p)
     pts = tuple(
         pseudo_target_from(

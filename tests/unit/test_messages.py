@@ -34,6 +34,7 @@ from online_distill.messages import (
     new_id,
     to_json_dict,
 )
+from online_distill.messages.schema import FrozenArray
 from tests.unit.rebuild import rebuilt
 
 NEG_INF = -math.inf
@@ -259,7 +260,8 @@ def test_feedback_prompt_carries_parents_and_energies() -> None:
 
 def test_messages_are_frozen_hashable_and_normalised() -> None:
     ex = make_example()
-    assert isinstance(ex.pseudo_targets, tuple) and isinstance(ex.prompt_token_ids, tuple)
+    assert isinstance(ex.pseudo_targets, tuple) and isinstance(ex.prompt_token_ids, FrozenArray)
+    assert not ex.prompt_token_ids.array.flags.writeable and ex.prompt_token_ids == (4, 5, 6)
     assert hash(ex) == hash(make_example()) and ex == make_example()
     with pytest.raises(dataclasses.FrozenInstanceError):
         ex.kind = "other"  # type: ignore[misc]
