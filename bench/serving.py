@@ -15,9 +15,15 @@
    content chunks of streamed chat answers (p50), and the p50 latency of the chat route over
    that of the completions route on the same prompt (the conversation rendered with the
    template, sent as text: the same tokens), requests interleaved one at a time.
+6. The Serve hop (``--hop``, alone): bare ``generate``, the engine alone, then the same
+   one-at-a-time requests through ``/v1/completions`` under each variant of :data:`HOP_VARIANTS`
+   (Ray Serve environment settings, set before ``ray.init`` so the proxy and the replicas
+   inherit them, and ``serve.*`` overrides), Ray restarted per variant; a table of p50s and
+   their ratio to bare ``generate``.
 
     .venv/bin/python bench/serving.py [--requests 300] [--freshness-seconds 150]
     .venv/bin/python bench/serving.py --streaming [--stream-requests 100]
+    .venv/bin/python bench/serving.py --hop [--requests 300] [--replicas 2]
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -259,6 +266,65 @@ def streaming(args: argparse.Namespace) -> dict[str, float | int]:
             "chat_over_completions_p50": statistics.median(chat_s) / statistics.median(text_s)}
 
 
+HOP_VARIANTS: list[tuple[str, dict[str, str], list[str]]] = [
+    # (name, environment of the Ray processes, serve.* overrides)
+    ("default", {}, []),
+    ("user code on the replica's main loop", {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"},
+     []),
+    ("router on the proxy's main loop", {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}, []),
+    ("both loops merged", {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+                           "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}, []),
+    ("proxy -> replica over gRPC", {"RAY_SERVE_PROXY_USE_GRPC": "1"}, []),
+    ("direct ingress (no proxy)", {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, []),
+    ("RAY_SERVE_THROUGHPUT_OPTIMIZED=1", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, []),
+    ("one replica", {}, ["serve.num_replicas=1"]),
+    ("throughput-optimized, direct ingress off", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                                                  "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}, []),
+    ("request-path logs buffered", {"RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000"}, []),
+    ("throughput-optimized, direct ingress off, one replica",
+     {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
+     ["serve.num_replicas=1"]),
+]
+
+
+def hop(args: argparse.Namespace, prompts: list[str], work: Path
+        ) -> list[tuple[str, float]]:
+    """Section 6: p50 of the served requests under each variant (Ray restarted per variant)."""
+    from online_distill.actors.serve import start_serving, stop_serving
+
+    only = set(args.variants.split(",")) if args.variants else None
+    out = []
+    for i, (name, env, overrides) in enumerate(HOP_VARIANTS):
+        if only is not None and str(i) not in only:
+            continue
+        cfg = load_config(None, [f"gate.weights_dir={work / 'w'}", f"serve.port={free_port()}",
+                                 f"serve.num_replicas={args.replicas}", "serve.num_cpus=0.25",
+                                 "metrics.enabled=false", *overrides])
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        print(f"serve: {name} ...", flush=True)
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            try:
+                url = start_serving(cfg)
+                serve_latencies(url, prompts[:30], args.max_tokens)  # warm-up
+                out.append((name, statistics.median(serve_latencies(url, prompts,
+                                                                    args.max_tokens))))
+            except Exception as exc:  # a variant this Ray cannot run: say so, go on
+                print(f"  failed: {exc!r}", flush=True)
+                out.append((name, float("nan")))
+            finally:
+                stop_serving()
+                ray.shutdown()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return out
+
+
 def main() -> None:
     from online_distill.actors.serve import start_serving, stop_serving
 
@@ -275,6 +341,10 @@ def main() -> None:
     ap.add_argument("--streaming", action="store_true",
                     help="run section 5 only (streaming and the chat route)")
     ap.add_argument("--stream-requests", type=int, default=100)
+    ap.add_argument("--hop", action="store_true",
+                    help="run section 6 only (the Serve hop: variants side by side)")
+    ap.add_argument("--variants", default="",
+                    help="with --hop: indices of HOP_VARIANTS to run, e.g. 0,3 (default all)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.streaming:
@@ -290,7 +360,8 @@ def main() -> None:
     store = store_for(cfg)
     store.publish(model, tok, learner_step=0)
     store.promote(1)
-    for i in range(int(args.phase_seconds / args.promote_every) + 2):  # versions to swap to
+    swaps = 0 if args.hop else int(args.phase_seconds / args.promote_every) + 2
+    for i in range(swaps):  # versions to swap to
         nudged = copy.deepcopy(model)
         with torch.no_grad():
             for p in nudged.parameters():
@@ -301,6 +372,17 @@ def main() -> None:
     bare = bare_latencies(model, tok, prompts, args.max_tokens)
     engine_latencies(model, tok, prompts[:20], args.max_tokens)
     engine = engine_latencies(model, tok, prompts, args.max_tokens)
+    if args.hop:
+        rows = hop(args, prompts, work)
+        b, e = statistics.median(bare), statistics.median(engine)
+        print(f"\n{len(prompts)} requests one at a time, max_tokens {args.max_tokens}, "
+              f"{args.replicas} replicas unless stated\n")
+        print("| variant | p50 ms | ratio to bare generate |\n| --- | ---: | ---: |")
+        print(f"| bare generate | {1e3 * b:.1f} | 1.00 |")
+        print(f"| engine alone | {1e3 * e:.1f} | {e / b:.2f} |")
+        for name, p50 in rows:
+            print(f"| serve: {name} | {1e3 * p50:.1f} | {p50 / b:.2f} |")
+        return
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         url = start_serving(cfg)
