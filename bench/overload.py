@@ -16,7 +16,7 @@
    duplicates, critics, empty), dead-lettered or still waiting; ``lost`` is what none of
    these covers (must be 0).
 
-The learner runs GKD (``learner.loss=jsd``, ``learner.onpolicy_lambda=0.5``) on a student
+The learner runs GKD (``learner.loss=jsd``, ``learner.onpolicy_lambda=1.0``) on a student
 as large as the teacher (the demo teacher's weights): the demo's own tiny student outruns
 the teacher on two shared cores, so only a heavier one can be overloaded by traffic.
 Prints freshness p50/p90 over the whole run, the label lag (labels not yet committed by the
@@ -37,7 +37,7 @@ from online_distill.report.snapshot import LoopSnapshot, Restarting
 from online_distill.tasks.models import DEMO_TEACHER_DIR
 from online_distill.tasks.traffic import DemoTraffic
 
-LEARNER = ["learner.loss=jsd", "learner.onpolicy_lambda=0.5",
+LEARNER = ["learner.loss=jsd", "learner.onpolicy_lambda=1.0",
            f"learner.student_model={DEMO_TEACHER_DIR}"]
 """A student as large as the teacher, trained with GKD (the student samples half its
 sequences): on two shared cores the demo's own student outruns its teacher, so nothing

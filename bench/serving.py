@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -169,12 +170,12 @@ def propagation(rows, promotions: list[tuple[int, float]]) -> list[float]:
     return out
 
 
-def freshness(seconds: float, work: Path) -> dict[str, float]:
-    run = work / "fresh"
+def freshness(seconds: float, work: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
+    run = work / ("fresh" + "-".join(o.replace("=", "_") for o in overrides))
     cmd = [str(Path(sys.executable).parent / "online-distill"), "up", "--file",
            "deploy/demo.yaml", "--duration", str(seconds), f"run_dir={run}",
            f"learner.checkpoint_dir={run}/ckpt", f"gate.weights_dir={run}/w",
-           "gate.keep_versions=100000", f"serve.port={free_port()}"]
+           "gate.keep_versions=100000", f"serve.port={free_port()}", *overrides]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    cwd=Path(__file__).resolve().parents[1])
     store = LocalWeightsStore(run / "w")
@@ -343,10 +344,21 @@ def main() -> None:
     ap.add_argument("--stream-requests", type=int, default=100)
     ap.add_argument("--hop", action="store_true",
                     help="run section 6 only (the Serve hop: variants side by side)")
+    ap.add_argument("--freshness-only", nargs="*", metavar="A=B,C=D", default=None,
+                    help="only the demo freshness, once per comma-separated set of config "
+                    "overrides, one after another (no set: the defaults)")
     ap.add_argument("--variants", default="",
                     help="with --hop: indices of HOP_VARIANTS to run, e.g. 0,3 (default all)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.freshness_only is not None:
+        work = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
+        for spec in args.freshness_only or [""]:
+            overrides = [o for o in spec.split(",") if o]
+            print(f"demo loop for {args.freshness_seconds:.0f}s, overrides {overrides}: "
+                  f"{json.dumps(freshness(args.freshness_seconds, work, overrides))}",
+                  flush=True)
+        return
     if args.streaming:
         print(json.dumps(streaming(args), indent=2))
         return
