@@ -45,7 +45,8 @@ def _cmd_tiny_chat(args: argparse.Namespace) -> int:
     paths = build_tiny_chat(args.out, seed=args.seed)
     print(f"wrote a random Qwen2 teacher to {paths.teacher} and a random Llama student to "
           f"{paths.student}, sharing one byte-level BPE tokenizer with a ChatML template "
-          f"({paths.tokenizer}); try them with `online-distill up --file deploy/chat.yaml`")
+          f"({paths.tokenizer}); try them with `online-distill up --file deploy/chat.yaml "
+          f"teacher.model={paths.teacher} learner.student_model={paths.student}`")
     return 0
 
 
