@@ -21,6 +21,7 @@ Both decoders raise `MessageDecodeError` (a ValueError) and nothing else on bad 
 """
 
 from ._checks import LOGPROB_EPS, MAX_TOKEN_ID
+from .conversation import Role, Turn, conversation_text
 from .exceptions import DECODE_REASONS, DecodeReason, MessageDecodeError
 from .json_view import from_json_dict, to_json_dict
 from .schema import (
@@ -32,11 +33,8 @@ from .schema import (
     Origin,
     PromptMessage,
     PseudoTarget,
-    Role,
     Source,
     Timings,
-    Turn,
-    conversation_text,
     new_id,
 )
 from .wire import DEFAULT_MAX_BYTES, FORMAT_VERSION, MAGIC, LogprobDtype, decode, encode

@@ -27,8 +27,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .conversation import check_turns
 from .exceptions import MessageDecodeError
-from .schema import PromptMessage, check_turns
+from .schema import PromptMessage
 from .wire import DEFAULT_MAX_BYTES, MAGIC, decode
 
 JSON_FIELDS = ("text", "messages", "id", "kind")

@@ -223,13 +223,14 @@ class OODStage:
         self.stats.rounds += 1
         self.stats.generated += len(continuations)
         candidates = self._parse_and_dedup(continuations, shots, n)
-        energies = self._score([as_scoring_input(text, parents) for text, _, parents
-                                in candidates]) if candidates else []
+        inputs = [as_scoring_input(text, parents) for text, _, parents in candidates]
+        energies = self._score(inputs) if inputs else []
         kept: list[PromptMessage] = []
-        for (text, kind, parents), energy in zip(candidates, energies, strict=True):
+        for (text, kind, parents), item, energy in zip(candidates, inputs, energies,
+                                                       strict=True):
             # Tails that were conversations inspire conversations: the student meets the
             # new prompt through its chat template, as it meets the traffic.
-            chat = not isinstance(as_scoring_input(text, parents), str)
+            chat = not isinstance(item, str)
             parent_scores = [e.energy for e in parents]
             if not math.isfinite(energy) or not self.noise.keep(energy, self.window,
                                                                 parent_scores):

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from transformers import PreTrainedTokenizerBase
 
 from online_distill.messages import Turn
-from online_distill.messages.schema import ROLES
+from online_distill.messages.conversation import ROLES
 from online_distill.models.chat import NoChatTemplate, render_chat
 from online_distill.serving.jobs import Job
 from online_distill.serving.schemas import (

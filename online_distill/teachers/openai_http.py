@@ -217,18 +217,10 @@ class OpenAITeacher:
     def _chat_job(self, index: int, chat: Conversation, mode: str, request: LabelRequest,
                   k: int) -> Callable[[], Labeled]:
         """One /v1/chat/completions request labeling conversation ``index``."""
-        greedy = mode == "greedy"
         body: dict[str, Any] = {
-            "model": self.model, "n": 1 if greedy else request.n,
             "messages": [{"role": str(m["role"]), "content": str(m["content"])}
                          for m in chat],
-            "logprobs": True, "top_logprobs": k,
-            "temperature": 0.0 if greedy else request.temperature,
-            "top_p": 1.0 if greedy else request.top_p}
-        if request.seed is not None:
-            body["seed"] = request.seed
-        if self.stop:
-            body["stop"] = self.stop
+            "logprobs": True, "top_logprobs": k, **self._sampling(mode, request)}
 
         def run() -> Labeled:
             resp, as_ids = self._post_chat(body, request.max_new_tokens)
@@ -265,17 +257,21 @@ class OpenAITeacher:
 
     def _label_body(self, texts: list[str], mode: str, request: LabelRequest, k: int
                     ) -> dict[str, Any]:
+        return {"prompt": texts, "max_tokens": request.max_new_tokens, "logprobs": k,
+                **self._sampling(mode, request)}
+
+    def _sampling(self, mode: str, request: LabelRequest) -> dict[str, Any]:
+        """The fields both routes share: model, n, temperature, top_p, seed, stop."""
         greedy = mode == "greedy"
-        body: dict[str, Any] = {
-            "model": self.model, "prompt": texts, "n": 1 if greedy else request.n,
-            "max_tokens": request.max_new_tokens, "logprobs": k,
+        fields: dict[str, Any] = {
+            "model": self.model, "n": 1 if greedy else request.n,
             "temperature": 0.0 if greedy else request.temperature,
             "top_p": 1.0 if greedy else request.top_p}
         if request.seed is not None:
-            body["seed"] = request.seed
+            fields["seed"] = request.seed
         if self.stop:
-            body["stop"] = self.stop
-        return body
+            fields["stop"] = self.stop
+        return fields
 
 
     # ------------------------------------------------------------------ scoring

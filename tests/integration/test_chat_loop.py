@@ -15,7 +15,6 @@ import json
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import pytest
 
 from online_distill.messages import LabeledExample, decode
 from online_distill.models.tiny_chat import build_tiny_chat
+from online_distill.streams.embedded import free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,11 +34,6 @@ NAME = "online-distill-student"
 DEADLINE_S = 600.0
 """Bounds on conditions that hold in a minute or two here; only reached when broken."""
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def conversations(n: int) -> list[dict[str, object]]:

@@ -10,7 +10,6 @@ head size of 32 or more, so the model here has 2 heads of 32 (tiny_chat's teache
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -23,6 +22,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from online_distill.models.chat import encode_rendered, render_chat
 from online_distill.models.loader import load_tokenizer
 from online_distill.models.tiny_chat import build_tokenizer
+from online_distill.streams.embedded import free_port
 from online_distill.teachers.hf import HFTeacher
 from online_distill.teachers.openai_http import OpenAITeacher
 from online_distill.teachers.protocol import LabelRequest
@@ -36,11 +36,6 @@ CONVERSATIONS = [
 ] + [[{"role": "system", "content": "You are a helpful assistant."},
       {"role": "user", "content": "Is it cloudy?"}]]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
