@@ -96,7 +96,6 @@ def test_no_broker_is_one_sentence_and_exit_1(verb: str, tmp_path, capsys) -> No
 def test_stop_request_is_a_flag_the_status_loop_sees_within_a_poll() -> None:
     import os
     import signal
-    import time
 
     from online_distill.cli.up import StopRequest
 
@@ -104,9 +103,7 @@ def test_stop_request_is_a_flag_the_status_loop_sees_within_a_poll() -> None:
     assert stop.wait(0.05) is False
     old = signal.signal(signal.SIGUSR2, stop.handler)
     try:
-        os.kill(os.getpid(), signal.SIGUSR2)
-        began = time.monotonic()
-        assert stop.wait(30) is True
-        assert time.monotonic() - began < 5
+        os.kill(os.getpid(), signal.SIGUSR2)  # handled on this thread before kill returns
+        assert stop.requested and stop.wait(30) is True
     finally:
         signal.signal(signal.SIGUSR2, old)
