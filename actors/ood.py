@@ -1,7 +1,7 @@
 """The OOD-feedback actor (GOLD): a thin Ray shell over :class:`OODStage`.
 
-It reads the prompts topic in its own consumer group (``<prefix>.ood``), scores prompts under
-the served student, and writes synthetic prompts like the tail ones to the feedback topic,
+It reads the prompts topic in its own consumer group (``<prefix>.ood``) (the labels topic
+with ``ood.score=answer_gap``), scores prompts (or labeled answers) under the served student, and writes synthetic prompts like the tail ones to the feedback topic,
 which the teacher actors label like any prompt (within ``ood.feedback_share_cap``).
 """
 
@@ -18,7 +18,11 @@ from online_distill.config import config_from_dict
 from online_distill.metrics import OODMetrics, StageMetrics
 from online_distill.models.paths import student_path, teacher_path
 from online_distill.ood import feedback_format
-from online_distill.ood.callouts import StudentEnergyScorer, TeacherPromptWriter
+from online_distill.ood.callouts import (
+    StudentAnswerScorer,
+    StudentEnergyScorer,
+    TeacherPromptWriter,
+)
 from online_distill.ood.stage import OODStage
 from online_distill.ood.stats import OODSnapshot
 from online_distill.streams import DeadLetterWriter, KafkaSink, KafkaSource
@@ -35,12 +39,16 @@ class OODActor:
         k, t, o = self.cfg.kafka, self.cfg.teacher, self.cfg.ood
         teacher = build_teacher(t, teacher_path(t.model),
                                 student_path(self.cfg.learner.student_model))
-        scorer = StudentEnergyScorer(store_for(self.cfg),
-                                     student_path(self.cfg.learner.student_model), o,
-                                     teacher=getattr(teacher, "model", None)
-                                     if o.score == "nll_gap" else None)
+        student = student_path(self.cfg.learner.student_model)
+        scorer = (StudentAnswerScorer(store_for(self.cfg), student, o)
+                  if o.score == "answer_gap" else
+                  StudentEnergyScorer(store_for(self.cfg), student, o,
+                                      teacher=getattr(teacher, "model", None)
+                                      if o.score == "nll_gap" else None))
         writer = TeacherPromptWriter(teacher, teacher.tokenizer)
-        source = KafkaSource(k, bootstrap, "ood", [k.prompts_topic])
+        # answer_gap scores the teacher's labels; the other scores read prompts.
+        topic = k.labels_topic if o.score == "answer_gap" else k.prompts_topic
+        source = KafkaSource(k, bootstrap, "ood", [topic])
         self.sink = KafkaSink(k, bootstrap, "ood")
         self.dead_letters = DeadLetterWriter(self.sink, k.dead_letter_topic, "ood",
                                              max_message_bytes=k.max_message_bytes)

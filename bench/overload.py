@@ -16,9 +16,12 @@
    duplicates, critics, empty), dead-lettered or still waiting; ``lost`` is what none of
    these covers (must be 0).
 
-The learner runs GKD (``learner.loss=jsd``, ``learner.onpolicy_lambda=1.0``) on a student
-as large as the teacher (the demo teacher's weights): the demo's own tiny student outruns
-the teacher on two shared cores, so only a heavier one can be overloaded by traffic.
+The learner runs GKD (``learner.loss=jsd``, ``learner.onpolicy_lambda=1.0``) on a freshly
+initialised student larger than the teacher (``--student LAYERS,WIDTH,HEADS``, default
+6,256,8: about 4.8M parameters against the teacher's 0.82M): the demo's own tiny student
+outruns the teacher on two shared cores, and a teacher-sized one only matches it, so only a
+heavier one can be overloaded by traffic the teacher still labels in time (as a real-sized
+student behind a fast teacher server is).
 Prints freshness p50/p90 over the whole run, the label lag (labels not yet committed by the
 learner) at its peak and at the end, the skips by reason, and the accounting.
 """
@@ -34,20 +37,29 @@ from typing import Any
 
 from online_distill.config import Config, load_config
 from online_distill.report.snapshot import LoopSnapshot, Restarting
-from online_distill.tasks.models import DEMO_TEACHER_DIR
 from online_distill.tasks.traffic import DemoTraffic
 
-LEARNER = ["learner.loss=jsd", "learner.onpolicy_lambda=1.0",
-           f"learner.student_model={DEMO_TEACHER_DIR}"]
-"""A student as large as the teacher, trained with GKD (the student samples half its
-sequences): on two shared cores the demo's own student outruns its teacher, so nothing
-would overload it; this one is slower than the teacher, as a real-sized student is."""
+LEARNER = ["learner.loss=jsd", "learner.onpolicy_lambda=1.0"]
+"""GKD: the student samples its own sequences, the heaviest of the demo's learner steps."""
 
 
-def config(tmp: Path, bootstrap: str, max_lag_s: float) -> Config:
+def write_student(shape: str, out_dir: Path) -> Path:
+    """A freshly initialised GPT-2 of ``shape`` ("LAYERS,WIDTH,HEADS") on the demo's
+    tokenizer, in ``out_dir``; prints its size."""
+    from online_distill.tasks.models import ModelShape, count_parameters, new_model, save_model
+
+    layers, width, heads = (int(x) for x in shape.split(","))
+    model, tokenizer = new_model(ModelShape(n_layer=layers, n_embd=width, n_head=heads), seed=0)
+    save_model(model, tokenizer, out_dir)
+    print(f"student {shape}: {count_parameters(model) / 1e6:.2f}M parameters", flush=True)
+    return out_dir
+
+
+def config(tmp: Path, bootstrap: str, max_lag_s: float, student: Path) -> Config:
     return load_config("deploy/demo.yaml", [
         f"run_dir={tmp}", f"learner.checkpoint_dir={tmp}/ckpt", f"gate.weights_dir={tmp}/w",
         "serve.enabled=false", "metrics.enabled=false", "ood.enabled=true", *LEARNER,
+        f"learner.student_model={student}",
         f"learner.max_lag_s={max_lag_s}", f"kafka.bootstrap_servers={bootstrap}"])
 
 
@@ -61,7 +73,7 @@ def snapshot(sup: Any, tries: int = 6) -> LoopSnapshot:
     return snap
 
 
-def calibrate(seconds: float) -> tuple[float, float, int]:
+def calibrate(seconds: float, student: Path) -> tuple[float, float, int]:
     """(teacher prompts labeled/s, learner fresh examples trained/s, the growth of the label
     lag) in the daemon, both over wall time with the prompts topic pre-filled; a label lag
     that grows says the learner, not the teacher, is what cannot keep up."""
@@ -73,7 +85,7 @@ def calibrate(seconds: float) -> tuple[float, float, int]:
 
     tmp = Path(tempfile.mkdtemp(prefix="od-overload-cal-"))
     with EmbeddedBroker() as broker:
-        cfg = config(tmp, broker.bootstrap, 0.0)
+        cfg = config(tmp, broker.bootstrap, 0.0, student)
         ensure_topics(cfg.kafka, broker.bootstrap)
         sink = KafkaSink(cfg.kafka, broker.bootstrap, "bench")
         for item in DemoTraffic(seed=1).take(int(150 * (seconds + 40))):
@@ -102,6 +114,8 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--max-lag-s", type=float, default=10.0)
     p.add_argument("--calibrate-s", type=float, default=60.0)
+    p.add_argument("--student", default="6,256,8",
+                   help="the student's shape, LAYERS,WIDTH,HEADS (default 6,256,8)")
     p.add_argument("--rate", type=float, default=None,
                    help="prompts/s (default: twice the learner's calibrated rate, at most "
                    "90%% of the teacher's)")
@@ -113,7 +127,8 @@ def main() -> None:
     from online_distill.streams import EmbeddedBroker, KafkaSink, ensure_topics
     from online_distill.weights.store import store_for
 
-    teacher_rate, learner_rate, growth = calibrate(args.calibrate_s)
+    student = write_student(args.student, Path(tempfile.mkdtemp(prefix="od-overload-student-")))
+    teacher_rate, learner_rate, growth = calibrate(args.calibrate_s, student)
     rate = args.rate or min(2 * learner_rate, 0.9 * teacher_rate)
     print(f"calibrated in the daemon: teacher {teacher_rate:.1f} prompts/s, learner "
           f"{learner_rate:.1f} examples/s (label lag {growth:+d} in {args.calibrate_s:g} s); "
@@ -123,7 +138,7 @@ def main() -> None:
     label_lags: list[int] = []
     tmp = Path(tempfile.mkdtemp(prefix="od-overload-"))
     with EmbeddedBroker() as broker:
-        cfg = config(tmp, broker.bootstrap, args.max_lag_s)
+        cfg = config(tmp, broker.bootstrap, args.max_lag_s, student)
         ensure_topics(cfg.kafka, broker.bootstrap)
         store = store_for(cfg)
         sup = Supervisor(cfg)
@@ -162,7 +177,8 @@ def main() -> None:
     outcomes = {"trained": s.fresh_trained, "stale": s.stale, "overrun": s.overrun,
                 "held_out": s.held_out, "duplicates": s.duplicates,
                 "critics": s.critic_dropped, "empty": s.empty,
-                "dead_lettered": s.non_finite_dropped, "waiting": s.pending}
+                "dead_lettered": s.non_finite_dropped, "waiting": s.pending,
+                "in_step": s.in_step}
     lost = s.polled - sum(outcomes.values())
     p90 = statistics.quantiles(fresh, n=10)[8] if len(fresh) >= 2 else float("nan")
     print(f"\n| measure | value |\n| --- | --- |\n"

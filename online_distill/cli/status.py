@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from online_distill.learner.stats import LearnerSnapshot
+from online_distill.learner.stats import LearnerSnapshot, feedback_share
 from online_distill.report.snapshot import LoopSnapshot, Restarting
 from online_distill.weights import PromotedFollower, WeightsStore
 
@@ -111,6 +111,11 @@ def status_line(elapsed: float, sent: int, snap: LoopSnapshot, probe: ProbeWatch
     restarting = snap.restarting()
     ood = None if isinstance(snap.ood, Restarting) else snap.ood
     feedback = f"  feedback kept {ood.kept} of {ood.generated}" if ood else ""
+    if ood and ood.kept_by_kind:
+        kinds = sorted(ood.kept_by_kind.items(), key=lambda kv: -kv[1])[:4]
+        feedback += " (" + " ".join(f"{k or '?'} {n}" for k, n in kinds) + ")"
+    if ood and learner and learner.by_origin:
+        feedback += f", {feedback_share(learner.by_origin):.0%} of trained"
     return (f"[{elapsed:6.0f}s] in {rate_in:5.1f}/s  labeled {labeled} ({rate_lab:5.1f}/s)  "
             f"lag prompts {lag} labels {learner.lag if learner else '-'}  "
             f"step {learner.step if learner else '-'} "

@@ -20,11 +20,16 @@ class OODConfig:
     energy_temperature: float = 1.0
     """T in the energy score E(x) = -T * logsumexp(f(x) / T) of the student's logits f."""
 
-    score: Literal["nll", "nll_gap", "energy"] = "nll"
+    score: Literal["nll", "nll_gap", "energy", "answer_gap"] = "nll"
     """What makes a prompt out of distribution for the student: the negative log-likelihood
     of its tokens ("nll", GOLD's "lowest likelihood"), the energy -T*logsumexp(f/T)
-    ("energy"), or the student's NLL minus the teacher's per token ("nll_gap": what neither
-    can predict cancels, what only the student lacks stands out). On the demo, a student
+    ("energy"), the student's NLL minus the teacher's per prompt token ("nll_gap": what
+    neither can predict cancels, what only the student lacks stands out), or the same gap
+    on the teacher's *answer* ("answer_gap": the actor reads the labels topic instead of
+    the prompts topic, scores the student on the teacher's greedy answer against the
+    teacher's own log-probabilities from the label, so no teacher call and no prompt token
+    counts: what the student has not learned and the teacher knows; bench/RESULTS.md,
+    "GOLD that pays"). On the demo, a student
     trained on add2 puts 100% of mul/sub2/add3 prompts above the 99th percentile of add2 by
     NLL, but only 54% of mul by mean energy after 300 steps and 7% after 800 (README "OOD
     feedback")."""
@@ -65,6 +70,17 @@ class OODConfig:
     """Drop generated prompts whose energy z-score against the window exceeds this (noise,
     not tail)."""
 
+    min_answer_gap: float = 0.1
+    """With ``score=answer_gap``: a tail must also lag the teacher by more than this, in
+    nats per answer token, and a feedback round runs only when new such tails arrived since
+    the last one: once the student has learned the tails, feedback stops (its budget
+    follows the measured gap)."""
+
+    sample_share: float = 1.0
+    """Share of the polled traffic that is scored (a random sample): below 1 the actor
+    costs less CPU beside the teacher and the learner; the tails are found all the same,
+    only more slowly."""
+
     feedback_interval_s: float = 5.0
     """How often the OOD actor picks tails and asks the teacher for new prompts."""
 
@@ -90,4 +106,6 @@ class OODConfig:
         check_range(self, "feedback_share_cap", ge=0, le=1, fix="a typical value is 0.2")
         check_range(self, "noise_rejection_zscore", gt=0, fix="a typical value is 4.0")
         check_range(self, "feedback_interval_s", gt=0, fix="a typical value is 5")
+        check_range(self, "min_answer_gap", ge=0, fix="a typical value is 0.1")
+        check_range(self, "sample_share", gt=0, le=1, fix="a typical value is 0.5")
         check_range(self, "num_cpus", ge=0, fix="a typical value is 0.25")

@@ -195,7 +195,9 @@ class LearnerStage:
     def _train(self) -> tuple[list[tuple[Record, LabeledExample]], StepStats]:
         """Step 3: one step on up to ``batch_size`` waiting examples, replay, own examples."""
         size = self.cfg.batch_size
-        take, self.pending = self.pending[:size], self.pending[size:]
+        take = self.pending[:size]
+        self.stats.in_step = len(take)  # before they leave pending: a snapshot sees them
+        self.pending = self.pending[size:]
         self._pending_since = self.clock() if self.pending else None
         fresh = [ex for _, ex in take]
         extra = self.replay.sample(size - len(fresh), exclude={ex.prompt_id for ex in fresh})
@@ -217,6 +219,7 @@ class LearnerStage:
             self._prompt_times.append(ex.prompt_created_at or ex.created_at)
             self.stats.by_origin[ex.origin] = self.stats.by_origin.get(ex.origin, 0) + 1
         self.stats.fresh_trained += len(take)
+        self.stats.in_step = 0
         self.stats.recent_steps.append(stats)
         self.stats.last_step = stats
         self.stats.train_seconds += stats.seconds
@@ -264,6 +267,7 @@ class LearnerStage:
             self.stats.non_finite_dropped += 1
             self.tracker.done(rec)  # safe once the dead letter is flushed (step 4)
         self.pending = keep + self.pending
+        self.stats.in_step = 0
         self._pending_since = self.clock() if self.pending else None
         log.warning("learner: step %d had a non-finite loss (%s) or gradient norm (%s); no "
                     "update; %d of %d examples dead-lettered, the rest retried",

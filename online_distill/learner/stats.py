@@ -7,6 +7,7 @@ prompt-time figures a version's manifest records, and the fatal non-finite-weigh
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ class LearnerSnapshot:
     """The last step's continuation tokens."""
     polled: int = 0
     """Labeled-example records read; each is trained, skipped by a counted reason,
-    dead-lettered, or still waiting (``pending``)."""
+    dead-lettered, still waiting (``pending``) or in the step under way (``in_step``)."""
     fresh_trained: int = 0
     duplicates: int = 0
     held_out: int = 0
@@ -58,6 +59,8 @@ class LearnerSnapshot:
     """Versions this process published, oldest first."""
     pending: int = 0
     """Examples polled and waiting for a step."""
+    in_step: int = 0
+    """Fresh examples in the step under way (taken off ``pending``, not yet trained)."""
     train_seconds: float = 0.0
     trained_tokens: int = 0
     live: dict[str, float] | None = None
@@ -110,6 +113,8 @@ class LearnerStageStats:
     """Student-labeled examples trained on (self-distillation rounds)."""
     by_origin: dict[str, int] = field(default_factory=dict)
     """Fresh examples trained on, by the origin of their prompt (traffic or feedback)."""
+    in_step: int = 0
+    """Fresh examples in the step under way (set before they leave ``pending``)."""
     checkpoints: int = 0
     checkpoint_failures: int = 0
     """Checkpoints that could not be written (disk full, I/O error); their offsets stayed
@@ -150,7 +155,12 @@ class LearnerStageStats:
             checkpoints=self.checkpoints, checkpoint_failures=self.checkpoint_failures,
             non_finite_steps=self.non_finite_steps,
             non_finite_dropped=self.non_finite_dropped, published=published,
-            pending=pending, train_seconds=self.train_seconds,
+            pending=pending, in_step=self.in_step, train_seconds=self.train_seconds,
             trained_tokens=self.trained_tokens,
             live=dict(self.last_live) if self.last_live is not None else None,
             critics=critics, drift=drift, lag=lag)
+
+def feedback_share(by_origin: Mapping[str, int]) -> float:
+    """Share of trained examples whose prompt came from the OOD-feedback loop (0 when none)."""
+    total = sum(by_origin.values())
+    return by_origin.get("feedback", 0) / total if total else 0.0

@@ -119,6 +119,10 @@ class LearnerMetrics:
                                "Gradient norm of the last step, before clipping.")
         self.step_seconds = histogram(registry, "learner_step_duration_seconds",
                                       "Wall time of one training step.", LATENCY_BUCKETS)
+        self.feedback_share = gauge(registry, "learner_feedback_share_ratio",
+                                    "Share of the fresh examples trained on whose prompt was "
+                                    "written by the OOD-feedback loop (bounded by "
+                                    "ood.feedback_share_cap).")
         self.kl = gauge(registry, "student_teacher_kl",
                         "Mean KL(teacher || student) per token on the live traffic of the "
                         "last steps, measured before training on it.")
@@ -167,6 +171,8 @@ class LearnerMetrics:
         self.totals.set(self.tokens, stats.trained_tokens)
         for origin, n in stats.by_origin.items():
             self.totals.set(self.examples, n, origin)
+        trained = sum(stats.by_origin.values())
+        self.feedback_share.set(stats.by_origin.get("feedback", 0) / trained if trained else 0.0)
         self.totals.set(self.examples_skipped, stats.duplicates, "duplicate")
         self.totals.set(self.examples_skipped, stats.held_out, "held_out")
         self.totals.set(self.examples_skipped, stats.critic_dropped, "critic")
@@ -229,6 +235,12 @@ class OODMetrics:
         self.threshold = gauge(registry, "ood_tail_threshold",
                                "The score above which a prompt is in the tail.")
         self.tail_size = gauge(registry, "ood_tail_set_prompts", "Prompts in the tail set.")
+        self.kept_by_kind = counter(registry, "feedback_prompts_by_kind_total",
+                                    "Feedback prompts kept, by task kind (\"\" unknown).",
+                                    ["kind"])
+        self.tail_by_kind = gauge(registry, "ood_tail_set_by_kind_prompts",
+                                  "Prompts in the tail set, by task kind.", ["kind"])
+        self._tail_kinds: set[str] = set()
 
     def update(self, stats: OODStats) -> None:
         self.totals.set(self.scored, stats.scored)
@@ -241,3 +253,8 @@ class OODMetrics:
         if stats.threshold is not None:
             self.threshold.set(stats.threshold)
         self.tail_size.set(stats.tail_size)
+        for kind, n in stats.kept_by_kind.items():
+            self.totals.set(self.kept_by_kind, n, kind)
+        self._tail_kinds |= set(stats.tail_by_kind)  # a kind that left the set shows 0
+        for kind in self._tail_kinds:
+            self.tail_by_kind.labels(kind).set(stats.tail_by_kind.get(kind, 0))

@@ -151,6 +151,48 @@ def prompt_nll_gap(
     return out
 
 
+Answer = tuple[Sequence[int], Sequence[int], Sequence[float]]
+"""A labeled answer: the prompt's ids (P,), the teacher's answer ids (T,), and the teacher's
+log-probability of each answer token (T,)."""
+
+
+def answer_gaps(
+    student: PreTrainedModel,
+    answers: Sequence[Answer],
+    pad_id: int,
+    how: Aggregate = "mean",
+    batch_size: int = 64,
+    floor: float = -30.0,
+) -> list[float]:
+    """Per answer token, the student's NLL minus the teacher's, aggregated per answer.
+
+    ``gap_t = -log p_student(y_t | x, y_<t) - (-log p_teacher(y_t | x, y_<t))`` over the
+    teacher's own answer y to prompt x. Only the answer is scored: the prompt's tokens (the
+    random digits of an arithmetic problem, a user's wording), which no model can predict
+    and which dominate a prompt's NLL or energy, never enter; an answer the teacher is sure
+    of and the student is not stands out. The teacher's log-probabilities come from its
+    label (no teacher call); ones below ``floor`` (-inf) are clamped to it. An answer with
+    no tokens scores NaN (the caller leaves it out).
+    """
+    out: list[float] = []
+    for start in range(0, len(answers), batch_size):
+        chunk = answers[start : start + batch_size]
+        seqs = [list(prompt) + list(answer) for prompt, answer, _ in chunk]
+        nll = _score_tensors(student, seqs, pad_id, lambda lg, ids, _m: token_nll(lg, ids))
+        gap = torch.zeros_like(nll, dtype=torch.float64)  # (B, L-1)
+        mask = torch.zeros_like(gap, dtype=torch.bool)  # (B, L-1)
+        for row, (prompt, answer, teacher_lp) in enumerate(chunk):
+            first, n = len(prompt) - 1, len(answer)  # position first + t predicts answer[t]
+            if n == 0 or first < 0:
+                continue
+            lp = torch.tensor(list(teacher_lp), dtype=torch.float64).clamp(min=floor)  # (T,)
+            gap[row, first : first + n] = nll[row, first : first + n].double() + lp
+            mask[row, first : first + n] = True
+        scores = aggregate(gap, mask, how).tolist()
+        out.extend(s if bool(m.any()) else float("nan") for s, m in zip(scores, mask))
+    return out
+
+
 def prompt_scores(model: PreTrainedModel, token_ids: Sequence[Sequence[int]], pad_id: int,
                   score: str, temperature: float, how: Aggregate,
                   teacher: PreTrainedModel | None = None) -> list[float]:

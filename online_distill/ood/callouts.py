@@ -4,6 +4,8 @@
   under the newest *served* student
   (the promoted version in the weights store; the starting student before any promotion),
   reloaded when the promotion changes, so the tails are the served model's tails.
+- :class:`StudentAnswerScorer`: with ``ood.score=answer_gap``, the served student's gap to
+  the teacher on labeled answers (read from the labels topic).
 - :class:`TeacherPromptWriter`: the teacher backend continuing few-shot feedback texts
   (sampled, temperature 1), returning the continuations' text.
 """
@@ -19,8 +21,9 @@ from transformers import (
 
 from online_distill.config import OODConfig
 from online_distill.models.loader import load_model
-from online_distill.models.scores import prompt_scores
-from online_distill.ood.inputs import ScoringInput, scoring_ids
+from online_distill.messages import LabeledExample
+from online_distill.models.scores import answer_gaps, prompt_scores
+from online_distill.ood.inputs import ScoringInput, label_answer, scoring_ids
 from online_distill.teachers.protocol import LabelRequest, TeacherBackend
 from online_distill.weights import PromotedFollower, WeightsStore
 
@@ -68,6 +71,17 @@ class StudentEnergyScorer:
         return prompt_scores(model, ids, int(tokenizer.pad_token_id or 0),
                              self.cfg.score, self.cfg.energy_temperature,
                              self.cfg.energy_aggregate, teacher=self.teacher)
+
+
+class StudentAnswerScorer(StudentEnergyScorer):
+    """Callable: labeled examples -> the served student's answer gaps (``ood.score=
+    answer_gap``): its NLL of the teacher's answer minus the teacher's, per answer token."""
+
+    def __call__(self, examples: list[LabeledExample]) -> list[float]:  # type: ignore[override]
+        self.refresh()
+        model, tokenizer = self._loaded()
+        return answer_gaps(model, [label_answer(e) for e in examples],
+                           int(tokenizer.pad_token_id or 0), self.cfg.energy_aggregate)
 
 
 class TeacherPromptWriter:

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from online_distill.messages import PromptMessage, Turn
+from online_distill.messages import LabeledExample, PromptMessage, Turn
 from online_distill.models.chat import encode_rendered, render_chat
+from online_distill.models.scores import Answer
 
 from .tail import TailExample
 
@@ -43,3 +44,20 @@ def scoring_ids(tokenizer: PreTrainedTokenizerBase, item: ScoringInput) -> list[
     if isinstance(item, str):
         return list(tokenizer(item).input_ids)
     return encode_rendered(tokenizer, render_chat(tokenizer, item))
+
+
+def label_answer(example: LabeledExample) -> Answer:
+    """What ``ood.score=answer_gap`` scores of a label: its prompt's ids, the teacher's
+    answer (the greedy pseudo-target when there is one, else the first), and the teacher's
+    log-probability of each answer token."""
+    targets = example.pseudo_targets
+    best = next((t for t in targets if t.decoding == "greedy"), targets[0])
+    return (example.prompt_token_ids, best.token_ids, best.sampled_logprobs)
+
+
+def labeled_prompt(example: LabeledExample) -> PromptMessage:
+    """The prompt a label answers, as the tail set and the de-duplication keep it."""
+    return PromptMessage(text="" if example.messages else example.prompt_text,
+                         messages=example.messages, origin=example.origin,
+                         id=example.prompt_id, kind=example.kind,
+                         created_at=example.prompt_created_at or example.created_at)

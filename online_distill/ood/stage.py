@@ -18,6 +18,14 @@ One call to :meth:`OODStage.run_once`:
    traffic and earlier feedback (``duplicate``) -> energy and noise rejection (``noise``)
    -> share cap (``over_budget``) -> produce ``PromptMessage(origin="feedback")`` -> flush.
 
+With ``ood.score=answer_gap`` the stage reads the labels topic instead: each traffic label is
+scored by the student's gap to the teacher on the teacher's answer (what the student has
+not learned and the teacher knows); a tail must also lag by more than ``min_answer_gap``,
+a round runs only when such tails arrived since the last one, and generated prompts skip
+the noise check (they have no answer to score yet: the format's parser and the share cap
+bound them). Labels that do not decode are skipped and counted (``unreadable``): the
+learner dead-letters them. ``sample_share`` < 1 scores a random sample of the traffic.
+
 Errors: undecodable records are dead-lettered; a generator failure (a remote teacher timing
 out) skips the round and is counted in ``failed_rounds`` (nothing is lost: no input offset
 depends on it). When scoring a batch fails, its prompts are scored one by one and the ones
@@ -38,11 +46,24 @@ from collections.abc import Callable, Sequence
 
 from online_distill.config import OODConfig
 from online_distill.critics.dedup import NearDuplicateIndex
-from online_distill.messages import PromptMessage, Turn, encode
+from online_distill.messages import (
+    LabeledExample,
+    MessageDecodeError,
+    PromptMessage,
+    Turn,
+    decode,
+    encode,
+)
 from online_distill.models.chat import NoChatTemplate
 from online_distill.ood.budget import FeedbackBudget
 from online_distill.ood.feedback import FeedbackFormat
-from online_distill.ood.inputs import ScoringInput, as_scoring_input, asked_text, scoring_input
+from online_distill.ood.inputs import (
+    ScoringInput,
+    as_scoring_input,
+    asked_text,
+    labeled_prompt,
+    scoring_input,
+)
 from online_distill.ood.stats import OODStats
 from online_distill.ood.tail import NoiseFilter, TailExample, TailSet
 from online_distill.ood.window import EnergyWindow
@@ -60,7 +81,10 @@ log = logging.getLogger(__name__)
 FeedbackGenerator = Callable[[list[str], int], list[str]]
 """(few-shot texts, n) -> n continuations per text, flattened text by text."""
 EnergyScorer = Callable[[list[ScoringInput]], list[float]]
-"""Prompt texts -> their energies under the current student, same order."""
+"""Prompt texts -> their energies under the current student, same order (with
+``ood.score=answer_gap``: labeled examples -> their answer gaps)."""
+Item = ScoringInput | LabeledExample
+"""What the scorer takes of one record."""
 
 class OODStage:
     """Picks tail prompts from a source and writes feedback prompts to a sink (module doc)."""
@@ -96,6 +120,8 @@ class OODStage:
         self.budget = FeedbackBudget(cfg.feedback_share_cap)
         self.dedup = dedup if dedup is not None else NearDuplicateIndex()
         self.min_window = min(cfg.min_window, cfg.window_size)
+        self.reads_labels = cfg.score == "answer_gap"
+        self.fresh_tails = 0  # answer_gap: tails offered since the last round
         self.next_round_at = clock()
         self.stats = OODStats()
 
@@ -110,15 +136,21 @@ class OODStage:
             for rec in records:
                 self.stats.by_topic[rec.topic] = self.stats.by_topic.get(rec.topic, 0) + 1
             # Step 2: decode; bad input goes to the dead-letter topic.
-            traffic: list[tuple[Record, PromptMessage]] = []
+            traffic: list[tuple[Record, PromptMessage, Item]] = []
             for rec in records:
-                prompt = prompt_or_dead_letter(rec, self.dead_letters, self.max_message_bytes)
-                if prompt is None:
+                read = self._read(rec)
+                if read is None:
                     continue
-                if prompt.origin != "feedback":  # traffic and served prompts: live traffic
-                    traffic.append((rec, prompt))
-                else:
+                prompt, item = read
+                if prompt.origin == "feedback":
                     self.stats.ignored_feedback += 1
+                else:  # traffic and served prompts: live traffic, sampled or not
+                    self.budget.saw_traffic(1)
+                    if (self.cfg.sample_share >= 1.0
+                            or self.rng.random() < self.cfg.sample_share):
+                        traffic.append((rec, prompt, item))
+                    else:
+                        self.stats.unsampled += 1
                 self.dedup.add(asked_text(prompt))
             # Step 3: score the traffic, feed the window and the tail set.
             if traffic:
@@ -128,15 +160,30 @@ class OODStage:
             self.sink.flush(self.flush_timeout_s)
             self.source.commit(next_offsets(records))
         # Step 5: a feedback round when it is due, with tails and budget.
-        if self.clock() >= self.next_round_at and len(self.tails) and self.budget.allowance():
+        fresh = not self.reads_labels or self.fresh_tails > 0
+        if (self.clock() >= self.next_round_at and len(self.tails) and fresh
+                and self.budget.allowance()):
+            self.fresh_tails = 0
             self.next_round_at = self.clock() + self.cfg.feedback_interval_s
             self.feedback_round()
         return len(records)
 
-    def _score_traffic(self, traffic: list[tuple[Record, PromptMessage]]) -> None:
-        self.budget.saw_traffic(len(traffic))
+    def _read(self, rec: Record) -> tuple[PromptMessage, Item] | None:
+        """The prompt of a record and what the scorer takes of it; None when it does not
+        decode (a prompt is dead-lettered; a label is counted, the learner dead-letters it)."""
+        if not self.reads_labels:
+            prompt = prompt_or_dead_letter(rec, self.dead_letters, self.max_message_bytes)
+            return None if prompt is None else (prompt, scoring_input(prompt))
+        try:
+            example = decode(rec.value, LabeledExample, self.max_message_bytes)
+            return labeled_prompt(example), example
+        except (MessageDecodeError, ValueError):
+            self.stats.unreadable += 1
+            return None
+
+    def _score_traffic(self, traffic: list[tuple[Record, PromptMessage, Item]]) -> None:
         energies = self._score_isolating(traffic)
-        scored = [(p, e) for (_, p), e in zip(traffic, energies, strict=True)
+        scored = [(p, e) for (_, p, _), e in zip(traffic, energies, strict=True)
                   if e is not None and math.isfinite(e)]
         self.stats.unscored += len(traffic) - len(scored)
         self.stats.scored += len(scored)
@@ -146,26 +193,28 @@ class OODStage:
         threshold = self.window.quantile(self.cfg.tail_quantile)
         self.stats.threshold = threshold
         self.stats.judged += len(scored)
+        floor = self.cfg.min_answer_gap if self.reads_labels else -math.inf
         for prompt, energy in scored:
-            if energy > threshold:
+            if energy > threshold and energy > floor:
                 self.stats.tail_hits += 1
+                self.fresh_tails += 1
                 self.tails.offer(TailExample(asked_text(prompt), energy, prompt.kind,
                                              prompt.id, chat=prompt.is_chat))
         self.stats.tail_size = len(self.tails)
         self.stats.tail_by_kind = dict(self.tails.kinds())
 
-    def _score_isolating(self, traffic: list[tuple[Record, PromptMessage]]
+    def _score_isolating(self, traffic: list[tuple[Record, PromptMessage, Item]]
                          ) -> list[float | None]:
         """Energies of the batch; if scoring it fails, of each prompt alone, None (after
         dead-lettering it) for the ones that fail alone. Raises when the scorer is broken."""
         try:
-            return list(self._score([scoring_input(p) for _, p in traffic]))
+            return list(self._score([item for _, _, item in traffic]))
         except Exception as batch_error:  # noqa: BLE001 - isolate the prompts that fail
             out: list[float | None] = []
             failures: list[tuple[Record, Exception]] = []
-            for rec, prompt in traffic:
+            for rec, _prompt, item in traffic:
                 try:
-                    out += self._score([scoring_input(prompt)])
+                    out += self._score([item])
                 except Exception as exc:  # noqa: BLE001 - this prompt's dead letter
                     out.append(None)
                     failures.append((rec, exc))
@@ -181,16 +230,19 @@ class OODStage:
                                        f"{type(error).__name__}: {error}", "scorer_error")
             return out
 
-    def _scorer_answers(self, traffic: list[tuple[Record, PromptMessage]]) -> bool:
+    def _scorer_answers(self, traffic: list[tuple[Record, PromptMessage, Item]]) -> bool:
         """Whether the scorer scores a trivial prompt (the first characters of the shortest
-        one): if it does, the prompts are what fails, and they are dead-lettered."""
-        text = min((p.display_text for _, p in traffic), key=len)[:8] or "1"
+        one): if it does, the prompts are what fails, and they are dead-lettered. A label
+        scorer cannot be probed so: its failing on every label is fatal."""
+        if self.reads_labels:
+            return False
+        text = min((p.display_text for _, p, _ in traffic), key=len)[:8] or "1"
         try:
             return len(self._score([text])) == 1
         except Exception:  # noqa: BLE001 - any failure means the scorer itself is broken
             return False
 
-    def _score(self, texts: list[ScoringInput]) -> list[float]:
+    def _score(self, texts: Sequence[Item]) -> list[float]:
         energies = [float(e) for e in self.scorer(texts)]
         if len(energies) != len(texts):
             raise ValueError(f"scorer returned {len(energies)} energies for {len(texts)} texts")
@@ -224,7 +276,9 @@ class OODStage:
         self.stats.generated += len(continuations)
         candidates = self._parse_and_dedup(continuations, shots, n)
         inputs = [as_scoring_input(text, parents) for text, _, parents in candidates]
-        energies = self._score(inputs) if inputs else []
+        # answer_gap: a new prompt has no answer to score yet; no noise check (see module).
+        energies = (self._score(inputs) if inputs and not self.reads_labels
+                    else [math.nan] * len(inputs))
         kept: list[PromptMessage] = []
         for (text, kind, parents), item, energy in zip(candidates, inputs, energies,
                                                        strict=True):
@@ -232,8 +286,8 @@ class OODStage:
             # new prompt through its chat template, as it meets the traffic.
             chat = not isinstance(item, str)
             parent_scores = [e.energy for e in parents]
-            if not math.isfinite(energy) or not self.noise.keep(energy, self.window,
-                                                                parent_scores):
+            if not self.reads_labels and (not math.isfinite(energy) or not self.noise.keep(
+                    energy, self.window, parent_scores)):
                 self.stats.drop("noise")
             elif len(kept) >= allowance:
                 self.stats.drop("over_budget")
@@ -244,7 +298,7 @@ class OODStage:
                     origin="feedback", kind=kind,
                     parent_ids=tuple(e.id for e in parents if e.id),
                     parent_energies=tuple(e.energy for e in parents if e.id),
-                    energy=energy))
+                    energy=energy if math.isfinite(energy) else None))
         for msg in kept:
             self.sink.send(self.feedback_topic, encode(msg), key=msg.id.encode())
             self.stats.kept_by_kind[msg.kind] = self.stats.kept_by_kind.get(msg.kind, 0) + 1

@@ -20,6 +20,8 @@ class OODSnapshot:
     scored: int = 0
     unscored: int = 0
     ignored_feedback: int = 0
+    unsampled: int = 0
+    unreadable: int = 0
     judged: int = 0
     tail_hits: int = 0
     tail_size: int = 0
@@ -50,6 +52,10 @@ class OODStats:
     """Traffic prompts whose energy was not finite (not added to the window)."""
     ignored_feedback: int = 0
     """Feedback prompts met on the input topics (remembered for dedup, not scored)."""
+    unsampled: int = 0
+    """Traffic left unscored by ``ood.sample_share``."""
+    unreadable: int = 0
+    """Labels that did not decode (``ood.score=answer_gap``; the learner dead-letters them)."""
     judged: int = 0
     """Scored traffic prompts compared with the tail threshold (window >= min_window)."""
     tail_hits: int = 0
@@ -85,6 +91,7 @@ class OODStats:
         return OODSnapshot(
             polled=self.polled, dead_lettered=self.dead_lettered, scored=self.scored,
             unscored=self.unscored, ignored_feedback=self.ignored_feedback,
+            unsampled=self.unsampled, unreadable=self.unreadable,
             judged=self.judged, tail_hits=self.tail_hits, tail_size=self.tail_size,
             threshold=self.threshold, rounds=self.rounds, failed_rounds=self.failed_rounds,
             generated=self.generated, kept=self.kept, dropped=dict(self.dropped),

@@ -32,7 +32,7 @@ from online_distill.report.run_log import (
 __all__ = ["ReportError", "RunHistory", "load_history", "plot_history", "summary_line",
            "write_report"]
 
-FIGSIZE = (12.0, 11.0)
+FIGSIZE = (12.0, 13.5)
 DPI = 110
 DRIFT_COLOR = "tab:red"
 DRIFT_ALPHA = 0.12
@@ -193,6 +193,21 @@ def _panel_lag(ax: Axes, history: RunHistory) -> None:
     _legend(ax)
 
 
+def _panel_feedback(ax: Axes, history: RunHistory) -> None:
+    handles = _step(ax, [(t, 100.0 * v) for t, v in history.feedback_share], color="black",
+                    label="feedback share of trained")
+    for kind, series in sorted(history.feedback_kinds.items()):
+        handles += _step(ax, [(t, 100.0 * v) for t, v in series], linestyle="--",
+                         label=f"{kind} of feedback")
+    if not handles:
+        _no_data(ax, "OOD feedback (ood.enabled is off)")
+    ax.set_ylim(-3, 103)
+    ax.set_ylabel("share (%)")
+    ax.set_title("OOD feedback: its share of training, and the kinds it asked for",
+                 fontsize="medium")
+    _legend(ax, handles or None)
+
+
 def _shade_drift(axes: list[Axes], history: RunHistory) -> None:
     """Shade the drift-detected spans on every panel (panel 2 already has the first one)."""
     for i, ax in enumerate(axes):
@@ -205,11 +220,12 @@ def draw(history: RunHistory) -> Figure:
     """The report figure for ``history``."""
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
-    axes = list(fig.subplots(4, 1, sharex=True))
+    axes = list(fig.subplots(5, 1, sharex=True))
     _panel_accuracy(axes[0], history)
     _panel_drift(axes[1], history)
     _panel_versions(axes[2], history)
-    _panel_lag(axes[3], history)
+    _panel_feedback(axes[3], history)
+    _panel_lag(axes[4], history)
     _shade_drift(axes, history)
     for ax in axes:
         ax.grid(True, alpha=0.3)

@@ -33,6 +33,8 @@ QUERIES: dict[str, str] = {
     "version": "max(online_distill_promoted_version)",
     "lag": "sum by (stage) (online_distill_consumer_lag_messages)",
     "freshness": "max(online_distill_freshness_seconds)",
+    "feedback_share": "max(online_distill_learner_feedback_share_ratio)",
+    "feedback_kinds": "sum by (kind) (online_distill_feedback_prompts_by_kind_total)",
 }
 """The range queries behind a Prometheus report, by what they feed."""
 
@@ -184,10 +186,27 @@ def _assemble(base: str, since_s: float, step: float, raw: dict[str, Matrix]) ->
                                           history.promotions, step)
     history.freshness = _relative(raw["freshness"], start).get("", [])
     history.lag = _relative(raw["lag"], start)
+    history.feedback_share = _relative(raw["feedback_share"], start).get("", [])
+    history.feedback_kinds = _kind_shares(_relative(raw["feedback_kinds"], start))
     history.promoted = sum(1 for p in history.promotions if not p.rollback)
     history.refused = sum(1 for c in history.candidates if c.decision == "refused")
     history.span_s = series_end(history)
     return history
+
+
+def _kind_shares(counts: dict[str, Series]) -> dict[str, Series]:
+    """Cumulative counts per kind -> each kind's share of the total at every sample time."""
+    at: dict[float, dict[str, float]] = {}
+    for kind, series in counts.items():
+        for t, v in series:
+            at.setdefault(t, {})[kind or "?"] = v
+    out: dict[str, Series] = {}
+    for t in sorted(at):
+        total = sum(at[t].values())
+        for kind, v in at[t].items():
+            if total > 0:
+                out.setdefault(kind, []).append((t, v / total))
+    return out
 
 
 def query_step(since_s: float) -> float:

@@ -97,6 +97,10 @@ class RunHistory:
     """Seconds since the newest prompt the served version trained on entered the stream."""
     lag: dict[str, Series] = field(default_factory=dict)
     """``prompts``/``labels`` (log) or a stage (Prometheus) -> uncommitted messages."""
+    feedback_share: Series = field(default_factory=list)
+    """Share of the fresh examples trained on that came from OOD-feedback prompts."""
+    feedback_kinds: dict[str, Series] = field(default_factory=dict)
+    """Kind -> its share of the feedback prompts kept so far (the tails GOLD asked for)."""
     promoted: int = 0
     """Versions the gate promoted (Prometheus: forward changes of the served version)."""
     refused: int = 0
@@ -210,10 +214,17 @@ def _timeline_series(history: RunHistory, rows: list[tuple[float, dict[str, Any]
         _append(single, "freshness", t, r.get("freshness_s"))
         _append(history.lag, "prompts", t, r.get("prompt_lag"))
         _append(history.lag, "labels", t, r.get("label_lag"))
+        _append(single, "feedback_share", t, r.get("feedback_share"))
+        kinds = r.get("feedback_kinds")
+        if isinstance(kinds, dict) and (total := sum(v for v in kinds.values()
+                                                     if isinstance(v, (int, float)))):
+            for kind, n in kinds.items():
+                _append(history.feedback_kinds, str(kind) or "?", t, n / total)
         if history.demo_drift_s is None and r.get("demo_drifted") is True:
             history.demo_drift_s = t
     history.served_version = single.get("served_version", [])
     history.freshness = single.get("freshness", [])
+    history.feedback_share = single.get("feedback_share", [])
 
 
 def _timeline_drift(history: RunHistory, rows: list[tuple[float, dict[str, Any]]]) -> None:

@@ -6,7 +6,9 @@ user without Prometheus or Grafana still sees the story. Fields (any may be null
 ``at`` (unix s), ``elapsed_s``, ``prompts_sent``, ``labeled``, ``prompt_lag``, ``label_lag``,
 ``step``, ``loss``, ``served_version``, ``served_scores`` ({probe: exact-match}),
 ``freshness_s``, ``promoted``, ``refused``, ``kl``, ``agreement``, ``demo_drifted``, ``drift``
-(the learner's :meth:`online_distill.learner.drift.DriftMonitor.snapshot`).
+(the learner's :meth:`online_distill.learner.drift.DriftMonitor.snapshot`), ``skipped_late``,
+``feedback_share`` (of the fresh examples trained on, the share from feedback prompts) and
+``feedback_kinds`` ({kind: feedback prompts kept}, null without the OOD actor).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from online_distill.learner.stats import feedback_share
 from online_distill.report.snapshot import LoopSnapshot, Restarting
 
 TIMELINE = "timeline.jsonl"
@@ -29,6 +32,7 @@ def timeline_record(at: float, elapsed_s: float, sent: int, snap: LoopSnapshot,
     learner = None if isinstance(snap.learner, Restarting) else snap.learner
     live = (learner.live if learner else None) or {}
     counts = {} if isinstance(snap.gate, Restarting) else snap.gate.counts
+    ood = None if snap.ood is None or isinstance(snap.ood, Restarting) else snap.ood
     return {
         "at": at, "elapsed_s": elapsed_s, "prompts_sent": sent, "labeled": snap.labeled,
         "prompt_lag": sum(lags) if lags and min(lags) >= 0 else None,
@@ -41,6 +45,9 @@ def timeline_record(at: float, elapsed_s: float, sent: int, snap: LoopSnapshot,
         "agreement": _finite(live.get("agreement")), "demo_drifted": demo_drifted,
         "drift": learner.drift if learner else None,
         "skipped_late": learner.stale + learner.overrun if learner else None,
+        "feedback_share": (feedback_share(learner.by_origin) if learner and ood is not None
+                           else None),
+        "feedback_kinds": (None if ood is None else dict(ood.kept_by_kind)),
     }
 
 

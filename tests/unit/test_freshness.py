@@ -112,3 +112,23 @@ def test_the_policy_alone() -> None:
                                                      (3, "stale"), (4, "stale"),
                                                      (5, "overrun"), (6, "overrun")]
     assert FreshnessPolicy(0.0, 3, lambda: 10.0).split(exs) == (exs, [])  # type: ignore[arg-type]
+
+
+def test_a_snapshot_during_a_step_counts_its_batch_in_step(examples: list[LabeledExample],
+                                                         tmp_path: Path) -> None:
+    """Accounting taken while a step runs (another thread asks for a snapshot): the batch
+    left ``pending`` but is not trained yet; ``in_step`` covers it, so nothing looks lost."""
+    log, stage = stage_on(examples, tmp_path, now=BORN + 100, max_lag_s=0)
+    seen: list[tuple[int, int, int, int]] = []
+    step = stage.learner.train_step
+
+    def observed(batch: list[LabeledExample]):  # type: ignore[no-untyped-def]
+        s = stage.stats
+        seen.append((s.polled, s.fresh_trained, len(stage.pending), s.in_step))
+        return step(batch)
+
+    stage.learner.train_step = observed  # type: ignore[method-assign]
+    drain(stage, log, len(examples))
+    assert seen and all(polled == trained + pending + in_step and 0 < in_step <= 8
+                        for polled, trained, pending, in_step in seen), seen
+    assert stage.stats.in_step == 0 and stage.stats.fresh_trained == len(examples)

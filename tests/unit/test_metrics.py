@@ -175,7 +175,13 @@ def test_timeline_record_from_a_snapshot() -> None:
     assert set(rec) == {"at", "elapsed_s", "prompts_sent", "labeled", "prompt_lag",
                         "label_lag", "step", "loss", "served_version", "served_scores",
                         "freshness_s", "promoted", "refused", "kl", "agreement",
-                        "demo_drifted", "drift", "skipped_late"}
+                        "demo_drifted", "drift", "skipped_late", "feedback_share",
+                        "feedback_kinds"}
+    assert rec["feedback_share"] is None and rec["feedback_kinds"] is None  # OOD off
+    with_ood = dataclasses.replace(_loop_snapshot(), learner=LearnerSnapshot(
+        by_origin={"traffic": 90, "feedback": 10}), ood=OODSnapshot(kept_by_kind={"mul": 4}))
+    rec = timeline_record(1000.0, 12.0, 40, with_ood, 2, {}, None, False)
+    assert rec["feedback_share"] == pytest.approx(0.1) and rec["feedback_kinds"] == {"mul": 4}
 
 
 def test_timeline_record_while_the_learner_and_gate_restart() -> None:
@@ -220,6 +226,11 @@ def test_status_line_reads_the_snapshot() -> None:
     line = status_line(20.0, 40, down, probe, prev)  # type: ignore[arg-type]
     assert "labels -  step - loss None" in line
     assert line.endswith("restarting: learner,gate")
+    fed = dataclasses.replace(_loop_snapshot(), ood=OODSnapshot(
+        kept=12, generated=20, kept_by_kind={"add2": 2, "mul": 10}),
+        learner=LearnerSnapshot(step=5, by_origin={"traffic": 95, "feedback": 5}))
+    line = status_line(30.0, 40, fed, probe, prev)  # type: ignore[arg-type]
+    assert "feedback kept 12 of 20 (mul 10 add2 2), 5% of trained" in line
 
 
 def test_status_line_says_why_nothing_trains_and_shows_agreement_without_the_demo() -> None:
