@@ -1,6 +1,7 @@
 """Freshness under overload: demo traffic at twice what the learner can train, OOD on.
 
     .venv/bin/python bench/overload.py [--minutes 10] [--max-lag-s 10] [--rate R]
+        [--publish-every-s S] [--student LAYERS,WIDTH,HEADS]
 
 1. Calibrates, in the daemon itself (embedded broker, Ray, the actors), with the prompts
    topic pre-filled so nothing waits on traffic: prompts labeled per second by the teacher
@@ -55,8 +56,12 @@ def write_student(shape: str, out_dir: Path) -> Path:
     return out_dir
 
 
+PUBLISH: list[str] = []
+"""``learner.publish_every_s`` when ``--publish-every-s`` is given (main sets it)."""
+
+
 def config(tmp: Path, bootstrap: str, max_lag_s: float, student: Path) -> Config:
-    return load_config("deploy/demo.yaml", [
+    return load_config("deploy/demo.yaml", [*PUBLISH,
         f"run_dir={tmp}", f"learner.checkpoint_dir={tmp}/ckpt", f"gate.weights_dir={tmp}/w",
         "serve.enabled=false", "metrics.enabled=false", "ood.enabled=true", *LEARNER,
         f"learner.student_model={student}",
@@ -114,6 +119,8 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--max-lag-s", type=float, default=10.0)
     p.add_argument("--calibrate-s", type=float, default=60.0)
+    p.add_argument("--publish-every-s", type=float, default=0.0,
+                   help="learner.publish_every_s (default 0: the demo's 25 steps only)")
     p.add_argument("--student", default="6,256,8",
                    help="the student's shape, LAYERS,WIDTH,HEADS (default 6,256,8)")
     p.add_argument("--rate", type=float, default=None,
@@ -127,13 +134,16 @@ def main() -> None:
     from online_distill.streams import EmbeddedBroker, KafkaSink, ensure_topics
     from online_distill.weights.store import store_for
 
+    if args.publish_every_s:
+        PUBLISH.append(f"learner.publish_every_s={args.publish_every_s}")
     student = write_student(args.student, Path(tempfile.mkdtemp(prefix="od-overload-student-")))
     teacher_rate, learner_rate, growth = calibrate(args.calibrate_s, student)
     rate = args.rate or min(2 * learner_rate, 0.9 * teacher_rate)
     print(f"calibrated in the daemon: teacher {teacher_rate:.1f} prompts/s, learner "
           f"{learner_rate:.1f} examples/s (label lag {growth:+d} in {args.calibrate_s:g} s); "
           f"traffic {rate:.1f} prompts/s for {args.minutes:g} "
-          f"min, learner.max_lag_s={args.max_lag_s:g}, OOD on", flush=True)
+          f"min, learner.max_lag_s={args.max_lag_s:g}, "
+          f"learner.publish_every_s={args.publish_every_s:g}, OOD on", flush=True)
     fresh: list[float] = []
     label_lags: list[int] = []
     tmp = Path(tempfile.mkdtemp(prefix="od-overload-"))

@@ -129,6 +129,12 @@ class LearnerConfig:
     """Optimizer steps between publishing a student version to the weights store (the
     gate then evaluates it)."""
 
+    publish_every_s: float = 0.0
+    """Also publish when this many seconds passed since the last version (0: by steps
+    only). Steps are a poor clock for a large student, whose steps are slow: a version
+    every 25 steps is then minutes old when served (bench/RESULTS.md, "Freshness under
+    overload")."""
+
     workers: int = 1
     """Training workers; more than 1 runs data-parallel as a Ray Train job."""
 
@@ -206,6 +212,7 @@ class LearnerConfig:
         check_range(self, "checkpoint_every_steps", ge=1, fix="a typical value is 50")
         check_range(self, "keep_checkpoints", ge=1, fix="a typical value is 3")
         check_range(self, "publish_every_steps", ge=1, fix="a typical value is 25")
+        check_range(self, "publish_every_s", ge=0, fix="0 (off) or a few seconds")
         check_range(self, "workers", ge=1, fix="1 trains in one actor")
         check_resources(self, "ray_resources")
         check_range(self, "num_cpus", ge=0, fix="a typical value is 0.5")

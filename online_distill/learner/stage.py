@@ -15,7 +15,8 @@
 5. every ``checkpoint_every_steps`` steps write a checkpoint whose ``progress`` holds the
    offsets of the examples *trained on* (never of examples still waiting), flush the
    dead-letter sink, then commit exactly those offsets;
-6. every ``publish_every_steps`` steps hand the student to the publisher, with the offsets
+6. every ``publish_every_steps`` steps (or ``publish_every_s`` seconds after the last version)
+   hand the student to the publisher, with the offsets
    and prompt times it covers.
 
 A step whose loss or gradient is not finite takes no update and trains nothing: with
@@ -100,6 +101,7 @@ class LearnerStage:
         self.tracker = OffsetTracker()
         self.pending: list[tuple[Record, LabeledExample]] = []
         self._pending_since: float | None = None
+        self._published_at = clock()  # the last version (or the start), publish_every_s
         self._seek: dict[Partition, int] = {}
         self.stats = LearnerStageStats()
         self.stop_requested = False
@@ -162,9 +164,10 @@ class LearnerStage:
         if self.learner.step % self.cfg.checkpoint_every_steps == 0:
             self.checkpoint()
         # Step 6: publish.
-        if self.publisher is not None and self.learner.step % self.cfg.publish_every_steps == 0:
+        if self.publisher is not None and self._publish_due():
             self.publisher(self.learner, self._publication())
             self.stats.published += 1
+            self._published_at = self.clock()
             self._prompt_times = []
         return stats
 
@@ -184,6 +187,14 @@ class LearnerStage:
         self._skip_late()
         if self.pending and self._pending_since is None:
             self._pending_since = self.clock()
+
+    def _publish_due(self) -> bool:
+        """Every ``publish_every_steps`` steps, or ``publish_every_s`` after the last
+        version (or the stage's start)."""
+        if self.learner.step % self.cfg.publish_every_steps == 0:
+            return True
+        every = self.cfg.publish_every_s
+        return every > 0 and self.clock() - self._published_at >= every
 
     def _skip_late(self) -> None:
         """Step 1, freshness first: what the policy skips is done (counted, not trained)."""

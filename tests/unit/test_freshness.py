@@ -132,3 +132,24 @@ def test_a_snapshot_during_a_step_counts_its_batch_in_step(examples: list[Labele
     assert seen and all(polled == trained + pending + in_step and 0 < in_step <= 8
                         for polled, trained, pending, in_step in seen), seen
     assert stage.stats.in_step == 0 and stage.stats.fresh_trained == len(examples)
+
+
+def test_publish_every_s_publishes_by_the_clock_between_step_counts(
+        examples: list[LabeledExample], tmp_path: Path) -> None:
+    log = MemoryLog(partitions=1)
+    for ex in examples:
+        log.append(LABELS, encode(ex), key=ex.prompt_id.encode())
+    cfg = LearnerConfig(batch_size=8, device="cpu", warmup_steps=1, checkpoint_every_steps=100,
+                        checkpoint_dir=str(tmp_path), publish_every_steps=1000,
+                        publish_every_s=5.0)
+    now = [0.0]
+    published: list[int] = []
+    stage = assemble_stage(MemorySource(log, [LABELS], group="learner"),
+                           Learner(tiny_model(1), cfg, pad_id=0), cfg,
+                           DeadLetterWriter(MemorySink(log), DLQ, "learner"),
+                           publisher=lambda learner, _pub: published.append(learner.step),
+                           max_wait_s=0.0, clock=lambda: now[0])
+    for _ in range(12):  # one step per call, 2 s apart: a version every third step
+        now[0] += 2.0
+        stage.run_once(poll_timeout_s=0.0)
+    assert stage.learner.step == 12 and published == [3, 6, 9, 12], published
