@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from online_distill.learner.stats import LearnerSnapshot, feedback_share
 from online_distill.report.snapshot import LoopSnapshot, Restarting
+from online_distill.tasks.probes import ProbeName
 from online_distill.weights import PromotedFollower, WeightsStore
 
 if TYPE_CHECKING:
@@ -28,8 +29,10 @@ class ProbeWatcher:
     that cannot be read leaves the previous one's line (:class:`PromotedFollower`'s policy).
     """
 
-    def __init__(self, store: WeightsStore, size: int = 100, demo: bool = True) -> None:
+    def __init__(self, store: WeightsStore, size: int = 100, demo: bool = True,
+                 post_drift: bool = False) -> None:
         self.store, self.size, self.demo = store, size, demo
+        self.post_drift = post_drift  # also score the demo's post-drift probe here
         self.metric = "exact_match" if demo else "agreement"
         self.follower: PromotedFollower[tuple[dict[str, float], float | None]] = (
             PromotedFollower(store, self._facts, name="status line"))
@@ -57,6 +60,8 @@ class ProbeWatcher:
         newest = self.store.manifest(served).metrics.get("prompt_newest_at")
         if not scores and self.demo:
             scores = score_model(str(self.store.path(served)), self.size)
+        if self.post_drift:  # the gate does not judge it: what the drift asks for next
+            scores.update(score_model(str(self.store.path(served)), self.size, ("post_drift",)))
         return scores, newest
 
     def freshness_s(self) -> float | None:
@@ -64,13 +69,14 @@ class ProbeWatcher:
         return None if self.newest_prompt_at is None else time.time() - self.newest_prompt_at
 
 
-def score_model(path: str, size: int) -> dict[str, float]:
-    """Head and tail exact-match of a saved model on the fixed demo probes."""
+def score_model(path: str, size: int, names: tuple[ProbeName, ...] = ("head", "tail")
+                ) -> dict[str, float]:
+    """Exact-match of a saved model on the fixed demo probes ``names``."""
     from online_distill.models.loader import load_model
     from online_distill.tasks.probes import probe_scores
 
     model, tok = load_model(path)
-    return probe_scores(model, tok, size=size)
+    return probe_scores(model, tok, names, size=size)
 
 
 def why_no_step(learner: LearnerSnapshot, batch_size: int | None) -> str:

@@ -108,7 +108,7 @@ def run_up(cfg: Config, demo_traffic: bool, duration_s: float, status_every_s: f
         topic = cfg.kafka.prompts_topic
         pusher = start_pusher(cfg, "driver", registry,
                               lambda: produced.update({}, {topic: traffic.sent}, {}, None))
-    probe = ProbeWatcher(store_for(cfg), demo=cfg.demo.enabled)
+    probe = ProbeWatcher(store_for(cfg), demo=cfg.demo.enabled, post_drift=cfg.demo.enabled)
     timeline = TimelineWriter(cfg.run_dir)
     start, prev = time.monotonic(), dict[str, float]()
     print(f"online-distill up: broker {loop.bootstrap}, {len(loop.teachers)} teacher(s), "

@@ -156,3 +156,12 @@ def test_the_status_line_keeps_the_last_readable_version(tmp_path) -> None:
     probe.refresh()
     assert probe.version == 1 and probe.scores == {"head": 0.5}
     assert probe.follower.load_failures == 1
+
+
+def test_the_demo_status_line_also_scores_the_post_drift_probe(tmp_path) -> None:
+    store = store_with(tmp_path, 1)
+    store.record_verdict(1, {"scores": {"head": {"exact_match": 0.5}}})
+    store.promote(1)
+    probe = ProbeWatcher(store, size=10, post_drift=True)
+    probe.refresh()
+    assert probe.scores["head"] == 0.5 and 0.0 <= probe.scores["post_drift"] <= 1.0
