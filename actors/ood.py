@@ -1,8 +1,9 @@
 """The OOD-feedback actor (GOLD): a thin Ray shell over :class:`OODStage`.
 
-It reads the prompts topic in its own consumer group (``<prefix>.ood``) (the labels topic
-with ``ood.score=answer_gap``), scores prompts (or labeled answers) under the served student, and writes synthetic prompts like the tail ones to the feedback topic,
-which the teacher actors label like any prompt (within ``ood.feedback_share_cap``).
+It reads the prompts topic in its own consumer group (``<prefix>.ood``), or the labels topic
+with ``ood.score=answer_gap``, scores prompts (or the teacher's answers) under the served
+student, and writes synthetic prompts like the tail ones to the feedback topic, which the
+teacher actors label like any prompt (within ``ood.feedback_share_cap``).
 """
 
 from __future__ import annotations

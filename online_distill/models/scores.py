@@ -189,7 +189,8 @@ def answer_gaps(
             gap[row, first : first + n] = nll[row, first : first + n].double() + lp
             mask[row, first : first + n] = True
         scores = aggregate(gap, mask, how).tolist()
-        out.extend(s if bool(m.any()) else float("nan") for s, m in zip(scores, mask))
+        valid = mask.any(dim=-1).tolist()  # (B,)
+        out.extend(s if ok else float("nan") for s, ok in zip(scores, valid, strict=True))
     return out
 
 

@@ -20,8 +20,8 @@ from transformers import (
 )
 
 from online_distill.config import OODConfig
-from online_distill.models.loader import load_model
 from online_distill.messages import LabeledExample
+from online_distill.models.loader import load_model
 from online_distill.models.scores import answer_gaps, prompt_scores
 from online_distill.ood.inputs import ScoringInput, label_answer, scoring_ids
 from online_distill.teachers.protocol import LabelRequest, TeacherBackend

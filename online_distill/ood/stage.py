@@ -43,6 +43,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from online_distill.config import OODConfig
 from online_distill.critics.dedup import NearDuplicateIndex
@@ -80,11 +81,11 @@ log = logging.getLogger(__name__)
 
 FeedbackGenerator = Callable[[list[str], int], list[str]]
 """(few-shot texts, n) -> n continuations per text, flattened text by text."""
-EnergyScorer = Callable[[list[ScoringInput]], list[float]]
-"""Prompt texts -> their energies under the current student, same order (with
-``ood.score=answer_gap``: labeled examples -> their answer gaps)."""
 Item = ScoringInput | LabeledExample
 """What the scorer takes of one record."""
+EnergyScorer = Callable[[list[Any]], list[float]]
+"""Prompt texts (``ScoringInput``) -> their energies under the current student, same order;
+with ``ood.score=answer_gap``: labeled examples -> their answer gaps."""
 
 class OODStage:
     """Picks tail prompts from a source and writes feedback prompts to a sink (module doc)."""
@@ -243,7 +244,7 @@ class OODStage:
             return False
 
     def _score(self, texts: Sequence[Item]) -> list[float]:
-        energies = [float(e) for e in self.scorer(texts)]
+        energies = [float(e) for e in self.scorer(list(texts))]
         if len(energies) != len(texts):
             raise ValueError(f"scorer returned {len(energies)} energies for {len(texts)} texts")
         return energies
