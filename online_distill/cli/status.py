@@ -145,7 +145,8 @@ def print_summary(summary: UpSummary, references: dict[str, dict[str, float]]) -
           f"labeled {summary.labeled}, learner steps {learner.step if learner else None}, "
           f"published versions {len(learner.published) if learner else 0}, gate {gate}")
     for name, value in summary.student.items():
-        refs = ", ".join(f"{who} {scores[name]:.1%}" for who, scores in references.items())
+        refs = ", ".join(f"{who} {scores[name]:.1%}" for who, scores in references.items()
+                         if name in scores)  # the references score head and tail only
         print(f"served student v{summary.student_version} {name} exact-match: {value:.1%}"
               + (f" ({refs})" if refs else ""))
     sys.stdout.flush()

@@ -36,6 +36,7 @@ class FaultyTeacherServer:
                                        served_model_name=NAME)
         self.limits = ServingLimits()
         self.mode, self.hang_s = "ok", hang_s
+        self.until, self.need, self.faulted = 0.0, 0, 0  # the fault window (set_for)
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
         server = self
@@ -62,8 +63,12 @@ class FaultyTeacherServer:
         return f"http://127.0.0.1:{self.http.server_address[1]}/v1"
 
     def answer(self, body: bytes) -> tuple[int, bytes]:
-        mode = self.mode
-        self.counts[mode] = self.counts.get(mode, 0) + 1
+        with self.lock:
+            mode = self.mode
+            if mode != "ok" and time.monotonic() >= self.until and self.faulted >= self.need:
+                mode = self.mode = "ok"
+            self.faulted += mode != "ok"
+            self.counts[mode] = self.counts.get(mode, 0) + 1
         if mode == "error":
             return 503, b'{"error": {"message": "overloaded (injected)"}}'
         if mode == "hang":
@@ -83,10 +88,13 @@ class FaultyTeacherServer:
             return err.status, json.dumps(err.body()).encode()
         return 200, json.dumps(out).encode()
 
-    def set_for(self, mode: str, seconds: float) -> None:
-        """Fail in ``mode`` for ``seconds``, then answer normally again."""
-        self.mode = mode
-        threading.Timer(seconds, lambda: setattr(self, "mode", "ok")).start()
+    def set_for(self, mode: str, seconds: float, min_requests: int = 1) -> None:
+        """Fail in ``mode`` for ``seconds`` and at least ``min_requests`` requests, then
+        answer normally again: the fault is met however slowly the teacher asks (a slow
+        machine once let a whole window pass without a request)."""
+        with self.lock:
+            self.mode, self.until = mode, time.monotonic() + seconds
+            self.need, self.faulted = min_requests, 0
 
     def close(self) -> None:
         self.http.shutdown()

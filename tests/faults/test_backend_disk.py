@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,12 +55,15 @@ def test_a_full_checkpoint_disk_loses_nothing(tmp_path: Path) -> None:
         except OSError as exc:  # a checkpoint took space since statvfs: full all the same
             if exc.errno != errno.ENOSPC:
                 raise
-        threading_timer(15.0, filler.unlink)
+        # Free the space after 15 s and once a checkpoint failed: the fault is met however
+        # slowly the learner reaches its next checkpoint (bounded: 180 s).
+        threading.Thread(target=free_after_a_failure, args=(sup, filler), daemon=True).start()
 
     try:
         out = run_scenario("checkpoint-disk-full", tmp_path, [
-            Fault(12, "checkpoint disk full for 15s", fill, ("learner", "checkpoints"))],
-            prompts=2000, rate=40, recover_s=90,
+            Fault(12, "checkpoint disk full for 15s and a failed checkpoint", fill,
+                  ("learner", "checkpoints"))],
+            prompts=2000, rate=40, recover_s=240,
             check=lambda sup, o: o.extra.update(asdict(sup.snapshot().learner)))
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
@@ -67,7 +72,14 @@ def test_a_full_checkpoint_disk_loses_nothing(tmp_path: Path) -> None:
     assert out.recovery_s[0] >= 15  # checkpoints resumed once the space came back
 
 
-def threading_timer(seconds: float, fn) -> None:
-    import threading
-
-    threading.Timer(seconds, fn).start()
+def free_after_a_failure(sup, filler: Path, at_least_s: float = 15.0,
+                         at_most_s: float = 180.0) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < at_most_s:
+        time.sleep(1.0)
+        if time.monotonic() - start < at_least_s:
+            continue
+        learner = sup.snapshot().learner
+        if getattr(learner, "checkpoint_failures", 0) > 0:
+            break
+    filler.unlink()

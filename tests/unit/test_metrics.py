@@ -277,3 +277,16 @@ def test_gate_stage_snapshot_counts_verdicts_not_reasons(tmp_path) -> None:
     snap = stage.snapshot()
     assert snap.judged == 3 and snap.counts["refused/exact_match"] == 1
     assert snap.counts is not gate.counts and snap.last is None
+
+
+def test_the_summary_names_references_only_for_the_probes_they_scored(capsys) -> None:  # type: ignore[no-untyped-def]
+    from online_distill.cli.status import print_summary
+    from online_distill.cli.up import UpSummary
+
+    summary = UpSummary(prompts_sent=40, labeled=10, learner=LearnerSnapshot(step=5),
+                        gate=GateSnapshot(counts={"promoted": 1}), student_version=1,
+                        student={"head": 0.5, "tail": 0.25, "post_drift": 0.125}, seconds=9.0)
+    print_summary(summary, {"teacher": {"head": 1.0, "tail": 1.0}})
+    out = capsys.readouterr().out
+    assert "head exact-match: 50.0% (teacher 100.0%)" in out
+    assert "post_drift exact-match: 12.5%\n" in out  # no reference: printed alone
