@@ -56,12 +56,9 @@ def write_student(shape: str, out_dir: Path) -> Path:
     return out_dir
 
 
-PUBLISH: list[str] = []
-"""``learner.publish_every_s`` when ``--publish-every-s`` is given (main sets it)."""
-
-
-def config(tmp: Path, bootstrap: str, max_lag_s: float, student: Path) -> Config:
-    return load_config("deploy/demo.yaml", [*PUBLISH,
+def config(tmp: Path, bootstrap: str, max_lag_s: float, student: Path,
+           publish_every_s: float) -> Config:
+    return load_config("deploy/demo.yaml", [f"learner.publish_every_s={publish_every_s}",
         f"run_dir={tmp}", f"learner.checkpoint_dir={tmp}/ckpt", f"gate.weights_dir={tmp}/w",
         "serve.enabled=false", "metrics.enabled=false", "ood.enabled=true", *LEARNER,
         f"learner.student_model={student}",
@@ -78,7 +75,8 @@ def snapshot(sup: Any, tries: int = 6) -> LoopSnapshot:
     return snap
 
 
-def calibrate(seconds: float, student: Path) -> tuple[float, float, int]:
+def calibrate(seconds: float, student: Path, publish_every_s: float
+              ) -> tuple[float, float, int]:
     """(teacher prompts labeled/s, learner fresh examples trained/s, the growth of the label
     lag) in the daemon, both over wall time with the prompts topic pre-filled; a label lag
     that grows says the learner, not the teacher, is what cannot keep up."""
@@ -90,7 +88,7 @@ def calibrate(seconds: float, student: Path) -> tuple[float, float, int]:
 
     tmp = Path(tempfile.mkdtemp(prefix="od-overload-cal-"))
     with EmbeddedBroker() as broker:
-        cfg = config(tmp, broker.bootstrap, 0.0, student)
+        cfg = config(tmp, broker.bootstrap, 0.0, student, publish_every_s)
         ensure_topics(cfg.kafka, broker.bootstrap)
         sink = KafkaSink(cfg.kafka, broker.bootstrap, "bench")
         for item in DemoTraffic(seed=1).take(int(150 * (seconds + 40))):
@@ -134,10 +132,8 @@ def main() -> None:
     from online_distill.streams import EmbeddedBroker, KafkaSink, ensure_topics
     from online_distill.weights.store import store_for
 
-    if args.publish_every_s:
-        PUBLISH.append(f"learner.publish_every_s={args.publish_every_s}")
     student = write_student(args.student, Path(tempfile.mkdtemp(prefix="od-overload-student-")))
-    teacher_rate, learner_rate, growth = calibrate(args.calibrate_s, student)
+    teacher_rate, learner_rate, growth = calibrate(args.calibrate_s, student, args.publish_every_s)
     rate = args.rate or min(2 * learner_rate, 0.9 * teacher_rate)
     print(f"calibrated in the daemon: teacher {teacher_rate:.1f} prompts/s, learner "
           f"{learner_rate:.1f} examples/s (label lag {growth:+d} in {args.calibrate_s:g} s); "
@@ -148,7 +144,7 @@ def main() -> None:
     label_lags: list[int] = []
     tmp = Path(tempfile.mkdtemp(prefix="od-overload-"))
     with EmbeddedBroker() as broker:
-        cfg = config(tmp, broker.bootstrap, args.max_lag_s, student)
+        cfg = config(tmp, broker.bootstrap, args.max_lag_s, student, args.publish_every_s)
         ensure_topics(cfg.kafka, broker.bootstrap)
         store = store_for(cfg)
         sup = Supervisor(cfg)

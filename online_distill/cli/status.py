@@ -58,10 +58,11 @@ class ProbeWatcher:
         scores = {p: m[self.metric] for p, m in verdict.get("scores", {}).items()
                   if self.metric in m}
         newest = self.store.manifest(served).metrics.get("prompt_newest_at")
-        if not scores and self.demo:
-            scores = score_model(str(self.store.path(served)), self.size)
+        names: tuple[ProbeName, ...] = ("head", "tail") if not scores and self.demo else ()
         if self.post_drift:  # the gate does not judge it: what the drift asks for next
-            scores.update(score_model(str(self.store.path(served)), self.size, ("post_drift",)))
+            names += ("post_drift",)
+        if names:  # one load of the version for every probe scored here
+            scores.update(score_model(str(self.store.path(served)), self.size, names))
         return scores, newest
 
     def freshness_s(self) -> float | None:

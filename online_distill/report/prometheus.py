@@ -21,6 +21,7 @@ from online_distill.report.run_log import (
     Series,
     Span,
     detection_spans,
+    kind_shares,
     series_end,
 )
 
@@ -199,13 +200,11 @@ def _kind_shares(counts: dict[str, Series]) -> dict[str, Series]:
     at: dict[float, dict[str, float]] = {}
     for kind, series in counts.items():
         for t, v in series:
-            at.setdefault(t, {})[kind or "?"] = v
+            at.setdefault(t, {})[kind] = v
     out: dict[str, Series] = {}
     for t in sorted(at):
-        total = sum(at[t].values())
-        for kind, v in at[t].items():
-            if total > 0:
-                out.setdefault(kind, []).append((t, v / total))
+        for kind, share in kind_shares(at[t]).items():
+            out.setdefault(kind, []).append((t, share))
     return out
 
 

@@ -203,6 +203,14 @@ def _append(series: dict[str, Series], key: str, t: float, value: Any) -> None:
         series.setdefault(key, []).append((t, v))
 
 
+def kind_shares(counts: dict[str, Any]) -> dict[str, float]:
+    """Counts per kind -> each kind's share of their total ("" is shown as "?"); {} when
+    nothing was counted. Non-numeric counts are ignored."""
+    numeric = {str(k) or "?": float(v) for k, v in counts.items() if isinstance(v, (int, float))}
+    total = sum(numeric.values())
+    return {k: v / total for k, v in numeric.items()} if total > 0 else {}
+
+
 def _timeline_series(history: RunHistory, rows: list[tuple[float, dict[str, Any]]]) -> None:
     """Scores, versions, freshness and lag from the timeline's records."""
     single: dict[str, Series] = {}
@@ -216,10 +224,9 @@ def _timeline_series(history: RunHistory, rows: list[tuple[float, dict[str, Any]
         _append(history.lag, "labels", t, r.get("label_lag"))
         _append(single, "feedback_share", t, r.get("feedback_share"))
         kinds = r.get("feedback_kinds")
-        if isinstance(kinds, dict) and (total := sum(v for v in kinds.values()
-                                                     if isinstance(v, (int, float)))):
-            for kind, n in kinds.items():
-                _append(history.feedback_kinds, str(kind) or "?", t, n / total)
+        if isinstance(kinds, dict):
+            for kind, share in kind_shares(kinds).items():
+                _append(history.feedback_kinds, kind, t, share)
         if history.demo_drift_s is None and r.get("demo_drifted") is True:
             history.demo_drift_s = t
     history.served_version = single.get("served_version", [])

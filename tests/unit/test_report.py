@@ -291,3 +291,13 @@ def test_an_unreachable_prometheus_exits_1_naming_the_url(
 def test_an_empty_history_is_not_drawn(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="nothing to plot"):
         plot_history(RunHistory(source="log", where="x"), tmp_path / "x.png")
+
+
+def test_feedback_kinds_become_shares_in_the_history() -> None:
+    from online_distill.report.prometheus import _kind_shares
+    from online_distill.report.run_log import kind_shares
+
+    assert kind_shares({"mul": 3, "": 1, "bad": "x"}) == {"mul": 0.75, "?": 0.25}
+    assert kind_shares({}) == {} and kind_shares({"mul": 0}) == {}
+    shares = _kind_shares({"mul": [(1.0, 1.0), (2.0, 3.0)], "add2": [(2.0, 1.0)]})
+    assert shares == {"mul": [(1.0, 1.0), (2.0, 0.75)], "add2": [(2.0, 0.25)]}
